@@ -1,0 +1,147 @@
+"""`python -m cfcourse`: cache the assets, or run an experiment headless and print its numbers."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import config
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (1 or more), got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .data import BUILDERS, SCENARIOS
+    from .strategies import STRATEGIES
+
+    parser = argparse.ArgumentParser(prog="python -m cfcourse", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,run}")
+    fetch = sub.add_parser("fetch", help="cache every data file the course uses, checked by sha256")
+    fetch.add_argument("--quiet", action="store_true", help="print only the cache paths")
+
+    run = sub.add_parser("run", help="train a task sequence headless and print its accuracy matrix and measures")
+    run.add_argument("benchmark", choices=sorted(BUILDERS), help="which task sequence")
+    run.add_argument("--strategy", default="naive", choices=sorted(STRATEGIES), help="continual-learning strategy")
+    run.add_argument("--scenario", default="class", choices=SCENARIOS,
+                     help="split-mnist only: task-, domain- or class-incremental (default: class)")
+    run.add_argument("--tasks", type=_positive_int, default=5, help="number of tasks (split-mnist: at most 5)")
+    run.add_argument("--epochs", type=_positive_int, default=1, help="epochs per task")
+    run.add_argument("--hidden", type=_positive_int, nargs="+", default=[400, 400], help="hidden layer sizes")
+    run.add_argument("--lr", type=_positive_float, default=0.01, help="learning rate")
+    run.add_argument("--momentum", type=_fraction, default=0.9, help="SGD momentum in [0, 1)")
+    run.add_argument("--batch-size", type=_positive_int, default=128)
+    run.add_argument("--seed", type=_non_negative_int, default=0)
+    run.add_argument("--train-size", type=_positive_int, default=None, help="use this many training digits")
+    run.add_argument("--test-size", type=_positive_int, default=None, help="use this many test digits")
+    run.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    run.add_argument("--plot", metavar="FILE.png", help="save the accuracy matrix as a heatmap")
+    return parser
+
+
+def _build_tasks(args):
+    from . import data
+    kwargs = dict(seed=args.seed, train_size=args.train_size, test_size=args.test_size)
+    if args.benchmark == "split-mnist":
+        if args.tasks > len(data.SPLIT_PAIRS):
+            raise SystemExit(f"error: split-mnist has at most {len(data.SPLIT_PAIRS)} tasks, got --tasks {args.tasks}")
+        return data.split_mnist(args.tasks, args.scenario, **kwargs)
+    return data.BUILDERS[args.benchmark](args.tasks, **kwargs)
+
+
+def _build_model(args, tasks):
+    from .models import MLP, MultiHeadMLP
+    if args.benchmark == "split-mnist" and args.scenario == "task":
+        return MultiHeadMLP(hidden=args.hidden, n_heads=len(tasks), head_size=2)
+    out = 2 if args.benchmark == "split-mnist" and args.scenario == "domain" else 10
+    return MLP(hidden=args.hidden, out_features=out)
+
+
+def cmd_run(args) -> int:
+    from .strategies import make_strategy
+    from .train import run_tasks, sgd
+
+    config.set_seed(args.seed)  # seeds the model's initial weights
+    tasks = _build_tasks(args)
+    model = _build_model(args, tasks).to(config.device())
+    result = run_tasks(model, tasks, make_strategy(args.strategy), sgd(args.lr, args.momentum), args.epochs,
+                       args.batch_size, args.seed, progress=not args.json)
+    out = {"benchmark": args.benchmark, "strategy": args.strategy, "tasks": args.tasks, "seed": args.seed,
+           **result.to_dict()}
+    if args.benchmark == "split-mnist":
+        out["scenario"] = args.scenario
+    if args.plot:
+        from .plots import save_acc_matrix
+        save_acc_matrix(result.acc_matrix, args.plot, title=f"{args.benchmark}, {args.strategy}")
+        out["plot"] = args.plot
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(result.acc_matrix)
+        m = result.acc_matrix
+        print(f"average accuracy {m.avg_acc:.1%}   backward transfer {m.bwt:+.1%}   "
+              f"forward transfer {m.fwt:+.1%}   wall {result.wall_s:.1f} s")
+    return 0
+
+
+def cmd_fetch(args) -> int:
+    from .assets import AssetError, fetch_all
+    from .data import load_mnist
+    try:
+        paths = fetch_all(verbose=not args.quiet)
+        load_mnist()  # builds and checks the fast uint8 copy too
+    except AssetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for name, path in paths.items():
+        print(f"{name}: {path}" if not args.quiet else path)
+    if not args.quiet:
+        print(f"all assets cached in {config.data_dir()} (set CFCOURSE_DATA to move them)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .assets import AssetError
+    try:
+        return {"fetch": cmd_fetch, "run": cmd_run}[args.command](args)
+    except (AssetError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,75 @@
+"""Run mode, device, seeding and the data cache folder; see lesson 00."""
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def fast_mode() -> bool:
+    """True when CFCOURSE_FAST is set: smaller sizes so the course runs in CI."""
+    return os.environ.get("CFCOURSE_FAST", "").strip().lower() in _TRUE
+
+
+def by_mode(full: T, fast: T) -> T:
+    """The one place every size is decided from the run mode."""
+    return fast if fast_mode() else full
+
+
+def mode_name() -> str:
+    """'fast' or 'full', for printing."""
+    return "fast" if fast_mode() else "full"
+
+
+def offline() -> bool:
+    """True when CFCOURSE_OFFLINE is set: never try the network for assets."""
+    return os.environ.get("CFCOURSE_OFFLINE", "").strip().lower() in _TRUE
+
+
+def device(prefer: str | None = None) -> torch.device:
+    """The device to train on: CFCOURSE_DEVICE or `prefer` if given, else cuda, mps, cpu."""
+    name = prefer or os.environ.get("CFCOURSE_DEVICE", "").strip() or None
+    if name:
+        valid = ("cpu", "cuda", "mps")
+        if name.split(":")[0] not in valid:
+            raise ValueError(f"unknown device {name!r}; choose one of {', '.join(valid)}")
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def set_seed(seed: int = 0) -> torch.Generator:
+    """Seed Python, NumPy and torch from one number; returns a torch generator seeded the same."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def data_dir() -> Path:
+    """The asset cache folder: CFCOURSE_DATA, else the user's cache dir + /cfcourse."""
+    env = os.environ.get("CFCOURSE_DATA", "").strip()
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME", "") or Path.home() / ".cache")
+    return base / "cfcourse"

@@ -1,0 +1,223 @@
+"""MNIST from verified files, and the permuted, split and rotated task builders; see lessons 00 and 02."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import assets, config
+
+# The derived file: MNIST as raw uint8 bytes, train images, train labels, test images, test labels.
+MNIST_U8_FILE = "mnist-uint8.bin"
+MNIST_U8_SHA256 = "06b0d1f124c4e5fa796686ade41a9b778edacc8622f2195a352ef479ad44fc16"
+N_TRAIN, N_TEST, N_PIXELS = 60_000, 10_000, 784
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """The pickle asked for something other than numpy arrays."""
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that rebuilds numpy arrays and refuses every other global."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise UnsafePickleError(f"refusing to load {module}.{name} from a pickle: only numpy arrays are allowed")
+        if module.startswith("numpy.core"):
+            module = "numpy._core.multiarray" if hasattr(np, "_core") else module
+        return super().find_class(module, name)
+
+
+def load_numpy_pickle(data: bytes | io.BufferedIOBase):
+    """Unpickle bytes or a file that may hold only numpy arrays (and tuples, lists, numbers of them)."""
+    f = io.BytesIO(data) if isinstance(data, bytes) else data
+    return NumpyOnlyUnpickler(f, encoding="latin1").load()
+
+
+@dataclass
+class MNIST:
+    """The 60,000/10,000 MNIST split as uint8 images (N, 28, 28) and int64 labels (N,)."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+
+def _pickle_to_u8(path: Path) -> bytes:
+    """Convert the 50k/10k/10k float pickle (pixel/256) to our raw uint8 layout."""
+    with gzip.open(path, "rb") as f:
+        (xtr, ytr), (xva, yva), (xte, yte) = load_numpy_pickle(f)
+    parts = []
+    for x, y in ((np.concatenate([xtr, xva]), np.concatenate([ytr, yva])), (xte, yte)):
+        pixels = np.rint(x * 256.0)
+        if pixels.min() < 0 or pixels.max() > 255:
+            raise assets.AssetError("MNIST pickle holds pixel values outside 0..255/256")
+        parts += [pixels.astype(np.uint8).tobytes(), y.astype(np.uint8).tobytes()]
+    return b"".join(parts)
+
+
+def _u8_to_mnist(raw: bytes) -> MNIST:
+    buf = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+    sizes = [N_TRAIN * N_PIXELS, N_TRAIN, N_TEST * N_PIXELS, N_TEST]
+    xtr, ytr, xte, yte = torch.split(buf, sizes)
+    return MNIST(xtr.view(N_TRAIN, 28, 28), ytr.long(), xte.view(N_TEST, 28, 28), yte.long())
+
+
+def _mnist_u8_bytes() -> bytes:
+    """The raw uint8 MNIST bytes, from the derived cache file or rebuilt from the pinned pickle."""
+    derived = config.data_dir() / MNIST_U8_FILE
+    if derived.is_file():
+        raw = derived.read_bytes()
+        if hashlib.sha256(raw).hexdigest() == MNIST_U8_SHA256:
+            return raw
+        derived.unlink()  # corrupt or tampered: rebuild it from the verified source
+    raw = _pickle_to_u8(assets.ensure("mnist"))
+    got = hashlib.sha256(raw).hexdigest()
+    if got != MNIST_U8_SHA256:
+        raise assets.AssetError(f"converted MNIST has sha256 {got}, expected {MNIST_U8_SHA256}")
+    tmp = derived.with_suffix(".part")
+    tmp.write_bytes(raw)
+    os.replace(tmp, derived)
+    return raw
+
+
+@lru_cache(maxsize=1)
+def _load_mnist_cached(data_dir: str) -> MNIST:
+    return _u8_to_mnist(_mnist_u8_bytes())
+
+
+def load_mnist() -> MNIST:
+    """The real MNIST split (60,000 train, 10,000 test) as uint8 tensors; see lesson 00."""
+    return _load_mnist_cached(str(config.data_dir()))
+
+
+@dataclass
+class Task:
+    """One task of a sequence: flat uint8 images (N, 784), int64 targets (N,), and which head it uses."""
+
+    name: str
+    task_id: int
+    train_x: torch.Tensor  # (N, 784) uint8
+    train_y: torch.Tensor  # (N,) int64
+    test_x: torch.Tensor  # (M, 784) uint8
+    test_y: torch.Tensor  # (M,) int64
+    classes: tuple[int, ...]  # the digits in this task
+    meta: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (f"Task({self.name!r}, task_id={self.task_id}, train={len(self.train_y)}, "
+                f"test={len(self.test_y)}, classes={self.classes})")
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels to float in [0, 1], done per batch so the data stays uint8 in memory."""
+    return x.float().div_(255.0)
+
+
+def _subsample(x: torch.Tensor, y: torch.Tensor, n: int | None, gen: torch.Generator):
+    if n is None or n >= len(y):
+        return x, y
+    idx = torch.randperm(len(y), generator=gen)[:n]
+    return x[idx], y[idx]
+
+
+def _check_count(n_tasks: int, most: int | None = None) -> None:
+    if not isinstance(n_tasks, int) or n_tasks < 1:
+        raise ValueError(f"n_tasks must be a positive integer, got {n_tasks!r}")
+    if most is not None and n_tasks > most:
+        raise ValueError(f"n_tasks must be at most {most} here, got {n_tasks}")
+
+
+def _base(train_size, test_size, seed):
+    """MNIST flattened to (N, 784), optionally subsampled by a seeded generator."""
+    for label, n in (("train_size", train_size), ("test_size", test_size)):
+        if n is not None and (not isinstance(n, int) or n < 1):
+            raise ValueError(f"{label} must be a positive integer or None, got {n!r}")
+    mnist = load_mnist()
+    gen = torch.Generator().manual_seed(seed)
+    xtr, ytr = _subsample(mnist.train_images.reshape(-1, N_PIXELS), mnist.train_labels, train_size, gen)
+    xte, yte = _subsample(mnist.test_images.reshape(-1, N_PIXELS), mnist.test_labels, test_size, gen)
+    return xtr, ytr, xte, yte
+
+
+def make_permutations(n_tasks: int, seed: int = 0, identity_first: bool = True) -> torch.Tensor:
+    """Pixel permutations (n_tasks, 784) fixed by `seed`; task 0 keeps the original digits by default."""
+    _check_count(n_tasks)
+    gen = torch.Generator().manual_seed(seed)
+    perms = torch.stack([torch.randperm(N_PIXELS, generator=gen) for _ in range(n_tasks)])
+    if identity_first:
+        perms[0] = torch.arange(N_PIXELS)
+    return perms
+
+
+def permuted_mnist(n_tasks: int = 5, seed: int = 0, train_size: int | None = None,
+                   test_size: int | None = None) -> list[Task]:
+    """Permuted MNIST: each task is all ten digits under its own fixed pixel permutation; see lesson 02."""
+    _check_count(n_tasks)
+    xtr, ytr, xte, yte = _base(train_size, test_size, seed)
+    perms = make_permutations(n_tasks, seed)
+    return [Task(f"permutation {t}", t, xtr[:, p], ytr, xte[:, p], yte, tuple(range(10)), {"perm": p})
+            for t, p in enumerate(perms)]
+
+
+SPLIT_PAIRS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
+SCENARIOS = ("task", "domain", "class")
+
+
+def split_mnist(n_tasks: int = 5, scenario: str = "class", seed: int = 0, train_size: int | None = None,
+                test_size: int | None = None) -> list[Task]:
+    """Split MNIST: task t holds digits 2t and 2t+1; targets are the digits (class-IL) or 0/1 (task-, domain-IL)."""
+    _check_count(n_tasks, most=len(SPLIT_PAIRS))
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    xtr, ytr, xte, yte = _base(train_size, test_size, seed)
+    tasks = []
+    for t, pair in enumerate(SPLIT_PAIRS[:n_tasks]):
+        tr = (ytr == pair[0]) | (ytr == pair[1])
+        te = (yte == pair[0]) | (yte == pair[1])
+        def target(y): return y if scenario == "class" else (y == pair[1]).long()
+        tasks.append(Task(f"digits {pair[0]}/{pair[1]}", t, xtr[tr], target(ytr[tr]), xte[te], target(yte[te]),
+                          pair, {"scenario": scenario}))
+    return tasks
+
+
+def rotate_images(x: torch.Tensor, degrees: float, chunk: int = 10_000) -> torch.Tensor:
+    """Rotate flat uint8 images (N, 784) by `degrees` about their centre (bilinear), in chunks."""
+    from torchvision.transforms.functional import InterpolationMode, rotate
+    out = torch.empty_like(x)
+    for i in range(0, len(x), chunk):
+        img = x[i:i + chunk].view(-1, 1, 28, 28)
+        out[i:i + chunk] = rotate(img, float(degrees), InterpolationMode.BILINEAR).reshape(-1, N_PIXELS)
+    return out
+
+
+def rotated_mnist(n_tasks: int = 5, max_degrees: float = 180.0, seed: int = 0, train_size: int | None = None,
+                  test_size: int | None = None) -> list[Task]:
+    """Rotated MNIST: task t shows every digit turned by t * max_degrees / n_tasks degrees."""
+    _check_count(n_tasks)
+    xtr, ytr, xte, yte = _base(train_size, test_size, seed)
+    tasks = []
+    for t in range(n_tasks):
+        deg = t * max_degrees / n_tasks
+        tasks.append(Task(f"rotated {deg:.0f} deg", t, rotate_images(xtr, deg), ytr, rotate_images(xte, deg), yte,
+                          tuple(range(10)), {"degrees": deg}))
+    return tasks
+
+
+BUILDERS = {"permuted-mnist": permuted_mnist, "split-mnist": split_mnist, "rotated-mnist": rotated_mnist}

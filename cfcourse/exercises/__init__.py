@@ -1,0 +1,131 @@
+"""Exercise checks: run the learner's function on cases with known answers and give a verdict with a hint.
+
+In a lesson::
+
+    def accuracy(logits, labels):
+        raise NotImplementedError("Exercise: ...")
+
+    accuracy = check.accuracy(accuracy)
+
+The check prints a verdict. If the answer is right the learner's function is
+returned; otherwise the reference solution is returned, so one stuck
+exercise never breaks the rest of the notebook.
+"""
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Verdict:
+    """Whether an answer is right, and what to tell the learner."""
+
+    ok: bool
+    message: str
+    not_done: bool = False
+
+
+def close(a: Any, b: Any, tol: float = 1e-5) -> bool:
+    """Numbers, arrays and tensors equal within `tol`; other values equal exactly."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+        b = b.detach().cpu().numpy() if isinstance(b, torch.Tensor) else np.asarray(b)
+    if isinstance(a, (int, float, np.ndarray, np.number, list, tuple)) and not isinstance(a, bool):
+        try:
+            a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        except (TypeError, ValueError):
+            return False
+        return a_arr.shape == b_arr.shape and bool(np.allclose(a_arr, b_arr, atol=tol, rtol=tol, equal_nan=True))
+    return a == b
+
+
+@dataclass
+class Exercise:
+    """One exercise: its reference solution, test cases or a custom verifier, and a hint."""
+
+    name: str
+    reference: Callable
+    hint: str
+    cases: Callable[[], list[tuple]] | None = None  # each case: a tuple of positional arguments
+    verify_fn: Callable[[Callable], Verdict] | None = None
+    wrong_answers: list[Callable] = field(default_factory=list)  # known mistakes; tests check they fail
+
+    def verify(self, fn: Callable) -> Verdict:
+        """Run `fn` against the cases (or the custom verifier) and say whether it is right."""
+        try:
+            if self.verify_fn is not None:
+                return self.verify_fn(fn)
+            for args in self.cases():
+                want = self.reference(*_copy(args))
+                got = fn(*_copy(args))
+                if not close(got, want):
+                    return Verdict(False, f"for inputs {_short(args)} your function returned {_short(got)}, "
+                                          f"expected {_short(want)}")
+            return Verdict(True, "all cases match")
+        except NotImplementedError:
+            return Verdict(False, "not done yet (the stub still raises NotImplementedError)", not_done=True)
+        except Exception as e:  # noqa: BLE001 - any error in the learner's code is a verdict, not a crash
+            last = traceback.format_exception_only(type(e), e)[-1].strip()
+            return Verdict(False, f"your function raised {last}")
+
+    def __call__(self, fn: Callable) -> Callable:
+        """Print the verdict; return `fn` if it is right, else the reference so the lesson can go on."""
+        v = self.verify(fn)
+        if v.ok:
+            print(f"Correct: {self.name} passes every check.")
+            return fn
+        print(f"{self.name}: {v.message}.\nHint: {self.hint}\n"
+              "Continuing with the reference solution so the rest of the lesson runs; come back and try again.")
+        return self.reference
+
+
+def _copy(args: tuple) -> tuple:
+    return tuple(a.clone() if isinstance(a, torch.Tensor) else a.copy() if isinstance(a, np.ndarray) else a
+                 for a in args)
+
+
+def _short(x: Any) -> str:
+    if isinstance(x, torch.Tensor) and x.numel() > 8:
+        return f"tensor of shape {tuple(x.shape)}"
+    if isinstance(x, np.ndarray) and x.size > 8:
+        return f"array of shape {x.shape}"
+    if isinstance(x, tuple):
+        return "(" + ", ".join(_short(a) for a in x) + ")"
+    text = repr(x)
+    return text if len(text) < 120 else text[:117] + "..."
+
+
+class _Checks:
+    """Namespace of every registered exercise: `check.accuracy(fn)`."""
+
+    def __init__(self):
+        self._all: dict[str, Exercise] = {}
+
+    def register(self, exercise: Exercise) -> Exercise:
+        self._all[exercise.name] = exercise
+        return exercise
+
+    def __getattr__(self, name: str) -> Exercise:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._all[name]
+        except KeyError:
+            raise AttributeError(f"no exercise called {name!r}; known: {', '.join(sorted(self._all))}") from None
+
+    def __iter__(self):
+        return iter(self._all.values())
+
+    def __dir__(self):
+        return sorted(self._all)
+
+
+check = _Checks()
+
+from . import lesson00, lesson01, lesson02  # noqa: E402,F401  (registers each lesson's exercises)

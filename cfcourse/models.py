@@ -1,0 +1,68 @@
+"""Models for the MNIST lessons: an MLP with any hidden sizes, and its multi-head twin; see lesson 02."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def _check_sizes(in_features: int, hidden: Sequence[int], out: int) -> None:
+    for label, n in (("in_features", in_features), ("out_features", out)):
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"{label} must be a positive integer, got {n!r}")
+    for h in hidden:
+        if not isinstance(h, int) or h < 1:
+            raise ValueError(f"every hidden size must be a positive integer, got {list(hidden)}")
+
+
+def _trunk(in_features: int, hidden: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(in_features, h), nn.ReLU()]
+        in_features = h
+    return nn.Sequential(*layers)
+
+
+class MLP(nn.Module):
+    """Fully connected ReLU network: 784 -> hidden... -> out_features (one shared head)."""
+
+    multi_head = False
+
+    def __init__(self, in_features: int = 784, hidden: Sequence[int] = (400, 400), out_features: int = 10):
+        super().__init__()
+        _check_sizes(in_features, hidden, out_features)
+        self.body = _trunk(in_features, hidden)
+        self.head = nn.Linear(hidden[-1] if hidden else in_features, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))  # (batch, out_features)
+
+
+class MultiHeadMLP(nn.Module):
+    """MLP with a shared body and one output head per task; the task id picks the head."""
+
+    multi_head = True
+
+    def __init__(self, in_features: int = 784, hidden: Sequence[int] = (400, 400), n_heads: int = 5,
+                 head_size: int = 2):
+        super().__init__()
+        _check_sizes(in_features, hidden, head_size)
+        if not isinstance(n_heads, int) or n_heads < 1:
+            raise ValueError(f"n_heads must be a positive integer, got {n_heads!r}")
+        self.n_heads, self.head_size = n_heads, head_size
+        self.body = _trunk(in_features, hidden)
+        self.heads = nn.Linear(hidden[-1] if hidden else in_features, n_heads * head_size)
+
+    def forward(self, x: torch.Tensor, task_id: int | torch.Tensor) -> torch.Tensor:
+        out = self.heads(self.body(x)).view(len(x), self.n_heads, self.head_size)  # (batch, heads, size)
+        if isinstance(task_id, int):
+            if not 0 <= task_id < self.n_heads:
+                raise ValueError(f"task_id must be in 0..{self.n_heads - 1}, got {task_id}")
+            return out[:, task_id]
+        return out[torch.arange(len(x)), task_id]  # one head per sample
+
+
+def forward(model: nn.Module, x: torch.Tensor, task_id: int | torch.Tensor) -> torch.Tensor:
+    """Call any model: multi-head models get the task id, others only the inputs."""
+    return model(x, task_id) if getattr(model, "multi_head", False) else model(x)

@@ -1,0 +1,153 @@
+"""One training loop and one evaluation loop over tensors in memory; see lesson 02.
+
+Data stays as uint8 tensors; each step takes a batch by index and turns it
+into floats. No per-sample Python runs in the loop.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import Task, to_float
+from .metrics import AccuracyMatrix
+from .models import forward
+from .strategies import Naive, Strategy
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: Task, batch_size: int = 2000, limit: int | None = None) -> float:
+    """Accuracy of `model` on the test set of `task` (its first `limit` samples if given)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    was_training, dev = model.training, _device_of(model)
+    model.eval()
+    x_all, y_all = task.test_x[:limit], task.test_y[:limit]
+    correct = 0
+    for i in range(0, len(y_all), batch_size):
+        x = to_float(x_all[i:i + batch_size].to(dev))
+        logits = forward(model, x, task.task_id)  # (batch, classes)
+        correct += (logits.argmax(1) == y_all[i:i + batch_size].to(dev)).sum().item()
+    model.train(was_training)
+    return correct / max(len(y_all), 1)
+
+
+def evaluate_all(model: nn.Module, tasks: list[Task], limit: int | None = None) -> list[float]:
+    """Accuracy on every task, in order."""
+    return [evaluate(model, task, limit=limit) for task in tasks]
+
+
+@dataclass
+class Curves:
+    """Per-task accuracy measured every few steps during training (for the stability gap)."""
+
+    steps: list[int] = field(default_factory=list)
+    accs: list[list[float]] = field(default_factory=list)  # (points, tasks)
+    boundaries: list[int] = field(default_factory=list)  # step at which each task's training began
+
+    def as_array(self) -> np.ndarray:
+        return np.asarray(self.accs, dtype=float)
+
+
+def _check_train_args(epochs: int, batch_size: int, eval_every: int | None) -> None:
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if eval_every is not None and (not isinstance(eval_every, int) or eval_every < 1):
+        raise ValueError(f"eval_every must be a positive integer or None, got {eval_every!r}")
+
+
+def train_task(model: nn.Module, tasks: list[Task], t: int, optimizer: torch.optim.Optimizer,
+               strategy: Strategy | None = None, epochs: int = 1, batch_size: int = 128,
+               generator: torch.Generator | None = None, eval_every: int | None = None,
+               curve_size: int = 1000, curves: Curves | None = None, progress: bool = True) -> Curves:
+    """Train `model` on stage `t` of `tasks` with `strategy`; record per-task accuracy every `eval_every` steps."""
+    _check_train_args(epochs, batch_size, eval_every)
+    strategy = strategy or Naive()
+    curves = curves if curves is not None else Curves()
+    dev = _device_of(model)
+    x_all, y_all, ids_all = strategy.training_set(tasks, t)
+    x_all, y_all = x_all.to(dev), y_all.to(dev)
+    n = len(y_all)
+    steps_per_epoch = math.ceil(n / batch_size)
+    step0 = curves.steps[-1] if curves.steps else 0
+    curves.boundaries.append(step0)
+    strategy.before_task(model, tasks[t])
+    model.train()
+    bar = tqdm(total=epochs * steps_per_epoch, desc=f"training {tasks[t].name}", disable=not progress, leave=False)
+    step = 0
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator).to(dev)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            task_ids = t if ids_all is None else ids_all[idx].to(dev)
+            x, y, task_ids = strategy.transform_batch(to_float(x_all[idx]), y_all[idx], task_ids)
+            loss = F.cross_entropy(forward(model, x, task_ids), y) + strategy.penalty(model)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            strategy.before_step(model)
+            optimizer.step()
+            step += 1
+            bar.update(1)
+            if eval_every and step % eval_every == 0:
+                curves.steps.append(step0 + step)
+                curves.accs.append(evaluate_all(model, tasks, limit=curve_size))
+    bar.close()
+    strategy.after_task(model, tasks[t])
+    return curves
+
+
+@dataclass
+class RunResult:
+    """What a run of a task sequence produced: the accuracy matrix, curves and wall time."""
+
+    acc_matrix: AccuracyMatrix
+    curves: Curves
+    wall_s: float
+
+    def to_dict(self) -> dict:
+        return {**self.acc_matrix.to_dict(), "wall_s": round(self.wall_s, 3)}
+
+
+def sgd(lr: float = 0.01, momentum: float = 0.9) -> OptimizerFactory:
+    """Factory for plain SGD with momentum, a fresh optimiser for each task."""
+    return lambda params: torch.optim.SGD(params, lr=lr, momentum=momentum)
+
+
+def run_tasks(model: nn.Module, tasks: list[Task], strategy: Strategy | None = None,
+              optimizer: OptimizerFactory | None = None, epochs: int = 1, batch_size: int = 128,
+              seed: int = 0, eval_every: int | None = None, curve_size: int = 1000,
+              progress: bool = True, on_stage: Callable[[int, AccuracyMatrix], None] | None = None) -> RunResult:
+    """Train on `tasks` in order, filling the accuracy matrix after each task; see lesson 02."""
+    if not tasks:
+        raise ValueError("tasks is empty: build at least one task, e.g. cfcourse.data.permuted_mnist(2)")
+    _check_train_args(epochs, batch_size, eval_every)
+    strategy = strategy or Naive()
+    make_opt = optimizer or sgd()
+    gen = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    acc = AccuracyMatrix(len(tasks), [task.name for task in tasks])
+    acc.set_baseline(evaluate_all(model, tasks))
+    curves = Curves()
+    for t in range(len(tasks)):
+        train_task(model, tasks, t, make_opt(model.parameters()), strategy, epochs, batch_size, gen,
+                   eval_every, curve_size, curves, progress)
+        acc.record_row(t, evaluate_all(model, tasks))
+        if on_stage is not None:
+            on_stage(t, acc)
+    return RunResult(acc, curves, time.perf_counter() - start)
