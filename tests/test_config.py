@@ -1,0 +1,92 @@
+"""Run mode, device choice, seeding and the cache folder."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cfcourse
+from cfcourse import config
+
+
+@pytest.mark.parametrize("value, fast", [("1", True), ("true", True), ("YES", True), (" on ", True),
+                                         ("0", False), ("", False), ("no", False), (None, False)])
+def test_by_mode_follows_cfcourse_fast(monkeypatch, value, fast):
+    if value is None:
+        monkeypatch.delenv("CFCOURSE_FAST", raising=False)
+    else:
+        monkeypatch.setenv("CFCOURSE_FAST", value)
+    assert config.fast_mode() is fast
+    assert config.by_mode(full=60_000, fast=2_000) == (2_000 if fast else 60_000)
+    assert config.mode_name() == ("fast" if fast else "full")
+    assert cfcourse.by_mode("F", "f") == ("f" if fast else "F")
+
+
+def test_offline_follows_cfcourse_offline(monkeypatch):
+    monkeypatch.setenv("CFCOURSE_OFFLINE", "1")
+    assert config.offline()
+    monkeypatch.delenv("CFCOURSE_OFFLINE")
+    assert not config.offline()
+
+
+def test_data_dir_follows_cfcourse_data(monkeypatch, tmp_path):
+    monkeypatch.setenv("CFCOURSE_DATA", str(tmp_path / "assets"))
+    assert config.data_dir() == tmp_path / "assets"
+    monkeypatch.setenv("CFCOURSE_DATA", "~/my-cache")
+    assert config.data_dir() == Path.home() / "my-cache"
+
+
+def test_data_dir_default_is_the_user_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv("CFCOURSE_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert config.data_dir() == tmp_path / "cfcourse"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert config.data_dir() == Path.home() / ".cache" / "cfcourse"
+
+
+def test_device_honours_cfcourse_device(monkeypatch):
+    monkeypatch.setenv("CFCOURSE_DEVICE", "cpu")
+    assert config.device() == torch.device("cpu")
+    assert cfcourse.device().type == "cpu"
+
+
+def test_device_refuses_unknown_names(monkeypatch):
+    monkeypatch.setenv("CFCOURSE_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="unknown device 'tpu'; choose one of cpu, cuda, mps"):
+        config.device()
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        config.device("gpu")
+
+
+def test_device_prefer_and_auto(monkeypatch):
+    monkeypatch.setenv("CFCOURSE_DEVICE", "tpu")
+    assert config.device("cpu") == torch.device("cpu")  # an explicit choice wins over the environment
+    monkeypatch.delenv("CFCOURSE_DEVICE")
+    auto = config.device()
+    assert auto.type in ("cpu", "cuda", "mps")
+    assert auto.type == ("cuda" if torch.cuda.is_available() else auto.type)
+
+
+def test_set_seed_makes_everything_reproducible():
+    gen = config.set_seed(123)
+    a = (torch.rand(5), np.random.rand(3), random.random(), torch.rand(2, generator=gen))
+    gen = cfcourse.set_seed(123)
+    b = (torch.rand(5), np.random.rand(3), random.random(), torch.rand(2, generator=gen))
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2] and torch.equal(a[3], b[3])
+    config.set_seed(124)
+    assert not torch.equal(torch.rand(5), a[0])
+    assert isinstance(gen, torch.Generator) and gen.initial_seed() == 123
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "0"])
+def test_set_seed_refuses_bad_seeds(bad):
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        config.set_seed(bad)
+
+
+def test_package_exports():
+    assert set(cfcourse.__all__) >= {"by_mode", "device", "fast_mode", "set_seed", "__version__"}
+    assert cfcourse.__version__

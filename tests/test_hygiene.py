@@ -1,0 +1,55 @@
+"""Every lesson is committed clean, numbered without gaps, listed in the README, and opens with objectives and time."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSONS = sorted((ROOT / "lessons").glob("*.ipynb"))
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_lessons_exist_and_are_numbered_without_gaps():
+    numbers = [int(p.name[:2]) for p in LESSONS]
+    assert all(re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", p.name) for p in LESSONS), [p.name for p in LESSONS]
+    assert numbers == list(range(len(LESSONS))), f"lesson numbers must run 00, 01, ... without gaps: {numbers}"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_committed_without_outputs(path):
+    dirty = [i for i, c in enumerate(load(path)["cells"])
+             if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count") is not None)]
+    assert not dirty, f"{path.name}: cells {dirty} carry outputs; clear them before committing"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_same_kernel_spec(path):
+    assert load(path)["metadata"].get("kernelspec") == KERNELSPEC
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_listed_in_readme(path):
+    assert f"lessons/{path.name}" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_opens_with_objectives_and_time(path):
+    first = load(path)["cells"][0]
+    text = "".join(first["source"]).lower()
+    assert first["cell_type"] == "markdown"
+    assert "objective" in text or "you will" in text, f"{path.name}: first cell states no learning objectives"
+    assert re.search(r"\d+\s*(min|minutes)", text), f"{path.name}: first cell states no time estimate"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_has_exercise_with_check_and_solution(path):
+    cells = load(path)["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert 'NotImplementedError("Exercise' in code, f"{path.name}: no exercise stub"
+    assert "check." in code, f"{path.name}: no exercise check"
+    assert any("solution" in c.get("metadata", {}).get("tags", []) for c in cells), f"{path.name}: no solution cell"
