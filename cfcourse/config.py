@@ -1,6 +1,7 @@
 """Run mode, device, seeding and the data cache folder; see lesson 00."""
 from __future__ import annotations
 
+import math
 import os
 import random
 import sys
@@ -73,3 +74,23 @@ def data_dir() -> Path:
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME", "") or Path.home() / ".cache")
     return base / "cfcourse"
+
+
+def cpu_budget() -> int:
+    """CPUs this process may really use: its CPU affinity, capped by a container's cgroup CPU quota."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def limit_threads() -> int:
+    """Never run more torch threads than CPUs we may use (JupyterHub and Binder containers see the host's cores)."""
+    n = min(torch.get_num_threads(), cpu_budget())
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)
+    return n

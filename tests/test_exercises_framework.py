@@ -1,0 +1,69 @@
+"""The exercise machinery: answers compared with references, verdicts printed, stuck learners carried on."""
+import numpy as np
+import pytest
+import torch
+
+from cfcourse.exercises import Exercise, Verdict, check, close
+
+
+def square(x):
+    return x * x
+
+
+EX = Exercise("square", square, hint="multiply x by itself", cases=lambda: [(torch.tensor([1.0, -2.0]),), (3,)])
+
+
+def test_close_compares_numbers_arrays_and_tensors():
+    assert close(1.0, 1.0 + 1e-7)
+    assert not close(1.0, 1.1)
+    assert close(torch.tensor([1.0, 2.0]), np.array([1.0, 2.0]))
+    assert not close(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0, 3.0]))
+    assert close("a", "a") and not close("a", "b")
+    assert not close([1, 2], "12")
+
+
+def test_right_answer_is_kept(capsys):
+    mine = lambda x: x ** 2  # noqa: E731
+    assert EX(mine) is mine
+    assert "Correct" in capsys.readouterr().out
+
+
+def test_wrong_answer_gets_hint_and_reference(capsys):
+    got = EX(lambda x: x + x)
+    out = capsys.readouterr().out
+    assert got is square
+    assert "multiply x by itself" in out and "expected" in out and "reference solution" in out
+
+
+def test_stub_is_reported_as_not_done():
+    def stub(x):
+        raise NotImplementedError("Exercise: write square")
+    v = EX.verify(stub)
+    assert not v.ok and v.not_done and "not done yet" in v.message
+
+
+def test_crashing_answer_is_a_verdict_not_a_crash():
+    v = EX.verify(lambda x: x.nonexistent)
+    assert not v.ok and "AttributeError" in v.message
+
+
+def test_custom_verifier_is_used():
+    ex = Exercise("custom", square, hint="h", verify_fn=lambda fn: Verdict(fn(2) == 4, "two squared"))
+    assert ex.verify(square).ok and not ex.verify(lambda x: 5).ok
+
+
+@pytest.mark.parametrize("exercise", list(check), ids=lambda e: e.name)
+def test_every_registered_exercise_passes_with_its_reference(exercise):
+    assert exercise.verify(exercise.reference).ok
+
+
+@pytest.mark.parametrize("exercise", list(check), ids=lambda e: e.name)
+def test_every_registered_exercise_refuses_its_known_wrong_answers(exercise):
+    assert exercise.wrong_answers, f"{exercise.name} lists no known wrong answers to test its check with"
+    for wrong in exercise.wrong_answers:
+        assert not exercise.verify(wrong).ok, f"{exercise.name} accepted the wrong answer {wrong.__name__}"
+
+
+def test_unknown_exercise_names_the_known_ones():
+    with pytest.raises(AttributeError, match="known:"):
+        check.no_such_exercise
