@@ -156,9 +156,9 @@ def _base(train_size, test_size, seed):
         if n is not None and (not isinstance(n, int) or n < 1):
             raise ValueError(f"{label} must be a positive integer or None, got {n!r}")
     mnist = load_mnist()
-    gen = torch.Generator().manual_seed(seed)
-    xtr, ytr = _subsample(mnist.train_images.reshape(-1, N_PIXELS), mnist.train_labels, train_size, gen)
-    xte, yte = _subsample(mnist.test_images.reshape(-1, N_PIXELS), mnist.test_labels, test_size, gen)
+    gen_train, gen_test = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+    xtr, ytr = _subsample(mnist.train_images.reshape(-1, N_PIXELS), mnist.train_labels, train_size, gen_train)
+    xte, yte = _subsample(mnist.test_images.reshape(-1, N_PIXELS), mnist.test_labels, test_size, gen_test)
     return xtr, ytr, xte, yte
 
 

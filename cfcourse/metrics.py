@@ -109,7 +109,7 @@ class AccuracyMatrix:
     def forgetting(self) -> list[float]:
         """Per earlier task j: best accuracy it ever had minus its accuracy now."""
         k = self._last()
-        return [float(self.R[:k, j].max() - self.R[k, j]) for j in range(k)]
+        return [float(np.nanmax(self.R[:k, j]) - self.R[k, j]) for j in range(k)]  # NaN: not yet measured
 
     def to_dict(self) -> dict:
         """Every number, JSON-ready (NaN becomes None)."""

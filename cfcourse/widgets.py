@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import matplotlib.pyplot as plt
+import torch
 
 
 def show_figure(fig) -> None:
@@ -36,3 +38,57 @@ def scrubber(n_steps: int, draw: Callable[[int], "plt.Figure"], description: str
     slider.observe(redraw, names="value")
     redraw()
     return w.VBox([w.HBox([slider, label]), out])
+
+
+def _original(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Undo a pixel permutation: a task shows original[perm], this gives back original."""
+    out = torch.empty_like(x)
+    out[perm] = x
+    return out
+
+
+def _test_digits_only(task, n: int):
+    """A copy of `task` holding only its first `n` test digits and its permutation (no training data)."""
+    empty = torch.empty(0, task.train_x.shape[1], dtype=task.train_x.dtype)
+    return replace(task, train_x=empty, train_y=task.train_y[:0].clone(), test_x=task.test_x[:n].clone(),
+                   test_y=task.test_y[:n].clone(), meta={"perm": task.meta["perm"].clone()})
+
+
+def permutation_figure(tasks: list, task_id: int, index: int) -> "plt.Figure":
+    """Test digit `index` as drawn and as task `task_id` shows it (the viewer's callback); see lesson 02."""
+    from .plots import plot_permutation
+
+    if not 0 <= task_id < len(tasks):
+        raise ValueError(f"task_id must be in 0..{len(tasks) - 1}, got {task_id}")
+    task = tasks[task_id]
+    if not 0 <= index < len(task.test_y):
+        raise ValueError(f"index must be in 0..{len(task.test_y) - 1}, got {index}")
+    perm = task.meta["perm"]
+    image = _original(task.test_x[index], perm)
+    return plot_permutation(image, perm, int(task.test_y[index]), task_id)[0].figure
+
+
+def permutation_viewer(tasks: list, n_digits: int = 100):
+    """Sliders over tasks and test digits showing each digit before and after the task's permutation."""
+    import ipywidgets as w
+
+    if not tasks or "perm" not in tasks[0].meta:
+        raise ValueError("permutation_viewer needs permuted tasks, e.g. cfcourse.data.permuted_mnist(5)")
+    if n_digits < 1:
+        raise ValueError(f"n_digits must be >= 1, got {n_digits}")
+    tasks = [_test_digits_only(task, n_digits) for task in tasks]  # the widget must not keep the training sets alive
+    task_slider = w.IntSlider(value=min(2, len(tasks)), min=1, max=len(tasks), description="task",
+                              continuous_update=False)
+    digit_slider = w.IntSlider(value=0, min=0, max=len(tasks[0].test_y) - 1,
+                               description="test digit", continuous_update=False)
+    out = w.Output()
+
+    def redraw(change=None) -> None:
+        with out:
+            out.clear_output(wait=True)
+            show_figure(permutation_figure(tasks, task_slider.value - 1, digit_slider.value))
+
+    task_slider.observe(redraw, names="value")
+    digit_slider.observe(redraw, names="value")
+    redraw()
+    return w.VBox([w.HBox([task_slider, digit_slider]), out])

@@ -46,7 +46,7 @@ def test_evaluate_is_a_fraction_matching_a_manual_count(tasks):
     with torch.no_grad():
         want = (model(data.to_float(tasks[0].test_x)).argmax(1) == tasks[0].test_y).float().mean().item()
     assert isinstance(acc, float) and 0.0 <= acc <= 1.0
-    assert acc == pytest.approx(want, abs=1e-9)
+    assert acc == pytest.approx(want, abs=1e-6)  # want is a float32 mean
     assert acc < 0.3  # untrained: near chance
     assert model.training, "evaluate must restore training mode"
 
@@ -114,7 +114,7 @@ def test_multihead_joint_uses_per_sample_task_ids():
     split = data.split_mnist(2, "task", seed=0, train_size=2000, test_size=500)
     config.set_seed(0)
     model = MultiHeadMLP(hidden=(64,), n_heads=2, head_size=2)
-    result = train.run_tasks(model, split, Joint(), train.sgd(0.05, 0.9), progress=False)
+    result = train.run_tasks(model, split, Joint(), train.sgd(0.05, 0.9), epochs=5, progress=False)
     R = result.acc_matrix.R
     assert R[1, 0] > 0.9 and R[1, 1] > 0.75  # 0 vs 1 and 2 vs 3 (chance 50%), each on its own head
 
