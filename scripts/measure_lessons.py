@@ -1,10 +1,10 @@
-"""Run each lesson top to bottom in a fresh kernel and report its wall time and peak memory.
+"""Run each lesson top to bottom in a fresh kernel and report its wall time, CPU time and peak memory.
 
 Usage: python scripts/measure_lessons.py [--fast] [--json] [lessons/NN_*.ipynb ...]
 
 Peak memory is the kernel's peak resident set size (VmHWM in /proc, Linux
-only), read by a cell appended to a copy of the notebook. The baseline row is
-a kernel that only imports torch, for comparison.
+only) and CPU time its user + system time, both read by a cell appended to a
+copy of the notebook. The baseline row is a kernel that only imports torch.
 """
 from __future__ import annotations
 
@@ -20,19 +20,20 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 PEAK_CELL = (
-    "import re as _re\n"
-    "print('PEAK_RSS_KB', _re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
+    "import re as _re, resource as _res\n"
+    "_u = _res.getrusage(_res.RUSAGE_SELF)\n"
+    "print(_u.ru_utime + _u.ru_stime, _re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
 )
 
 
-def measure(nb: nbformat.NotebookNode, cwd: Path, timeout: int) -> tuple[float, float]:
-    """Execute `nb` in a fresh kernel; return (seconds, peak RSS in MiB)."""
+def measure(nb: nbformat.NotebookNode, cwd: Path, timeout: int) -> tuple[float, float, float]:
+    """Execute `nb` in a fresh kernel; return (wall seconds, kernel CPU seconds, peak RSS in MiB)."""
     nb.cells.append(nbformat.v4.new_code_cell(PEAK_CELL))
     start = time.perf_counter()
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
     seconds = time.perf_counter() - start
-    text = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
-    return seconds, int(text.split()[-1]) / 1024
+    cpu, peak_kb = "".join(o.get("text", "") for o in nb.cells[-1].outputs).split()[-2:]
+    return seconds, float(cpu), int(peak_kb) / 1024
 
 
 def main() -> int:
@@ -50,16 +51,16 @@ def main() -> int:
     rows = [("(baseline: import torch)", *measure(baseline, ROOT, args.timeout))]
     for path in lessons:
         rows.append((path.name, *measure(nbformat.read(path, as_version=4), path.parent, args.timeout)))
-        print(f"{path.name}: {rows[-1][1]:.1f} s, {rows[-1][2]:.0f} MiB", file=sys.stderr)
+        print(f"{path.name}: {rows[-1][1]:.1f} s, {rows[-1][3]:.0f} MiB", file=sys.stderr)
     mode = "fast" if args.fast else "full"
     if args.json:
-        print(json.dumps([{"lesson": n, "mode": mode, "wall_s": round(s, 1), "peak_rss_mib": round(m)}
-                          for n, s, m in rows]))
+        print(json.dumps([{"lesson": n, "mode": mode, "wall_s": round(s, 1), "cpu_s": round(c, 1),
+                           "peak_rss_mib": round(m)} for n, s, c, m in rows]))
     else:
-        print(f"| lesson ({mode} mode) | wall time (s) | peak RSS (MiB) |\n|---|---|---|")
-        for n, s, m in rows:
-            print(f"| {n} | {s:.1f} | {m:.0f} |")
-        print(f"| total | {sum(r[1] for r in rows[1:]):.1f} | |")
+        print(f"| lesson ({mode} mode) | wall time (s) | CPU time (s) | peak RSS (MiB) |\n|---|---|---|---|")
+        for n, s, c, m in rows:
+            print(f"| {n} | {s:.1f} | {c:.1f} | {m:.0f} |")
+        print(f"| total | {sum(r[1] for r in rows[1:]):.1f} | {sum(r[2] for r in rows[1:]):.1f} | |")
     return 0
 
 

@@ -1,10 +1,14 @@
 """The Binder configuration agrees with pyproject.toml and caches the data at build time."""
 import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 ROOT = Path(__file__).resolve().parent.parent
 BINDER = ROOT / "binder"
@@ -43,7 +47,6 @@ def test_runtime_matches_requires_python():
     runtime = (BINDER / "runtime.txt").read_text().strip()
     version = re.fullmatch(r"python-(\d+\.\d+)", runtime).group(1)
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
-    from packaging.specifiers import SpecifierSet
     assert SpecifierSet(requires).contains(version + ".0")
 
 
@@ -53,3 +56,19 @@ def test_postbuild_installs_the_package_and_caches_the_data():
     assert os.access(post, os.X_OK), "binder/postBuild must be executable"
     assert re.search(r"^set -e", text, re.M), "postBuild must stop at the first failing step (set -e)"
     assert "pip install" in text and "-m cfcourse fetch" in text
+
+
+def test_repo2docker_plans_the_build_we_expect():
+    """repo2docker's own dry run (no Docker engine needed) reads binder/ as intended."""
+    exe = Path(sys.executable).parent / "repo2docker"
+    if not exe.exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but repo2docker is missing: pip install -e '.[test]'")
+        pytest.skip("repo2docker is not installed (pip install -e '.[test]')")
+    proc = subprocess.run([str(exe), "--no-build", "--debug", str(ROOT)], capture_output=True, text=True, timeout=120)
+    plan = proc.stdout + proc.stderr
+    assert proc.returncode == 0, plan[-2000:]
+    runtime = (BINDER / "runtime.txt").read_text().strip().removeprefix("python-")
+    assert f"python={runtime}" in plan
+    assert 'pip install --no-cache-dir -r "binder/requirements.txt"' in plan
+    assert "./binder/postBuild" in plan
