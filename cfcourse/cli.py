@@ -1,4 +1,4 @@
-"""`python -m cfcourse`: cache the assets, or run an experiment headless and print its numbers."""
+"""`python -m cfcourse`: cache the assets, run an experiment headless and print its numbers, or make student copies."""
 from __future__ import annotations
 
 import argparse
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .strategies import STRATEGIES
 
     parser = argparse.ArgumentParser(prog="python -m cfcourse", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,run}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,run,student-copy}")
     fetch = sub.add_parser("fetch", help="cache every data file the course uses, checked by sha256")
     fetch.add_argument("--quiet", action="store_true", help="print only the cache paths")
 
@@ -73,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--test-size", type=_positive_int, default=None, help="use this many test digits")
     run.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     run.add_argument("--plot", metavar="FILE.png", help="save the accuracy matrix as a heatmap")
+
+    student = sub.add_parser("student-copy", help="write the lessons without their solutions, with checks that "
+                                                  "stop the notebook until each exercise is right")
+    student.add_argument("out_dir", metavar="OUT_DIR", help="folder to write the student notebooks into")
+    student.add_argument("--lessons", metavar="DIR", default=None,
+                         help="folder of the lessons to copy (default: lessons/ of this repository)")
+    student.add_argument("--force", action="store_true",
+                         help="write into a non-empty OUT_DIR, replacing notebooks of the same name")
     return parser
 
 
@@ -143,11 +151,21 @@ def cmd_fetch(args) -> int:
     return 0
 
 
+def cmd_student_copy(args) -> int:
+    from .student import write_student_copy
+    copies = write_student_copy(args.out_dir, args.lessons, force=args.force)
+    for lesson in copies:
+        print(lesson.summary())
+    print(f"wrote {len(copies)} student notebook(s) to {copies[0].target.parent}: no solutions, and each check "
+          "stops the notebook until its exercise is right")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .assets import AssetError
     try:
-        return {"fetch": cmd_fetch, "run": cmd_run}[args.command](args)
+        return {"fetch": cmd_fetch, "run": cmd_run, "student-copy": cmd_student_copy}[args.command](args)
     except (AssetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

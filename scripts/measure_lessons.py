@@ -1,6 +1,6 @@
 """Run each lesson top to bottom in a fresh kernel and report its wall time, CPU time and peak memory.
 
-Usage: python scripts/measure_lessons.py [--fast] [--json] [lessons/NN_*.ipynb ...]
+Usage: python scripts/measure_lessons.py [--fast] [--json | --update docs/teaching.md] [lessons/NN_*.ipynb ...]
 
 Peak memory is the kernel's peak resident set size (VmHWM in /proc, Linux
 only) and CPU time its user + system time, both read by a cell appended to a
@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
 
 import nbformat
+import torch
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +43,8 @@ def main() -> int:
     parser.add_argument("lessons", nargs="*", type=Path)
     parser.add_argument("--fast", action="store_true", help="fast mode (CFCOURSE_FAST=1)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--update", type=Path, metavar="FILE.md",
+                        help="write the table between the resources markers in FILE.md instead of printing it")
     parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
     args = parser.parse_args()
     os.environ["CFCOURSE_FAST"] = "1" if args.fast else ""
@@ -56,12 +60,32 @@ def main() -> int:
     if args.json:
         print(json.dumps([{"lesson": n, "mode": mode, "wall_s": round(s, 1), "cpu_s": round(c, 1),
                            "peak_rss_mib": round(m)} for n, s, c, m in rows]))
+    elif args.update:
+        update_between_markers(args.update, table(rows, mode))
+        print(f"updated the resource table in {args.update}", file=sys.stderr)
     else:
-        print(f"| lesson ({mode} mode) | wall time (s) | CPU time (s) | peak RSS (MiB) |\n|---|---|---|---|")
-        for n, s, c, m in rows:
-            print(f"| {n} | {s:.1f} | {c:.1f} | {m:.0f} |")
-        print(f"| total | {sum(r[1] for r in rows[1:]):.1f} | {sum(r[2] for r in rows[1:]):.1f} | |")
+        print(table(rows, mode))
     return 0
+
+
+def table(rows: list[tuple], mode: str) -> str:
+    """The measurements as a Markdown table, with the machine they were taken on."""
+    lines = [f"| lesson ({mode} mode) | wall time (s) | CPU time (s) | peak RSS (MiB) |", "|---|---|---|---|"]
+    lines += [f"| {n} | {s:.1f} | {c:.1f} | {m:.0f} |" for n, s, c, m in rows]
+    lines.append(f"| total | {sum(r[1] for r in rows[1:]):.1f} | {sum(r[2] for r in rows[1:]):.1f} | |")
+    lines.append(f"\nMeasured on {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
+                 f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}.")
+    return "\n".join(lines)
+
+
+def update_between_markers(path: Path, text: str) -> None:
+    """Replace what stands between <!-- resources:start --> and <!-- resources:end --> in `path`."""
+    start, end = "<!-- resources:start -->", "<!-- resources:end -->"
+    doc = path.read_text(encoding="utf-8")
+    if start not in doc or end not in doc:
+        raise SystemExit(f"{path} has no {start} ... {end} block to fill")
+    head, rest = doc.split(start, 1)
+    path.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
 
 
 if __name__ == "__main__":

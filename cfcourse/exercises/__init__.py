@@ -10,6 +10,11 @@ In a lesson::
 The check prints a verdict. If the answer is right the learner's function is
 returned; otherwise the reference solution is returned, so one stuck
 exercise never breaks the rest of the notebook.
+
+Student copies (`python -m cfcourse student-copy`) call ``check.accuracy(accuracy,
+strict=True)`` instead: there a wrong or unfinished answer raises
+`ExerciseNotDone`, so the notebook stops at the exercise rather than going on
+with the reference.
 """
 from __future__ import annotations
 
@@ -20,6 +25,15 @@ from typing import Any
 
 import numpy as np
 import torch
+
+
+class ExerciseNotDone(NotImplementedError):
+    """A strict check found an exercise unfinished or wrong: the notebook stops here, with a hint."""
+
+    def __init__(self, message: str, exercise: str = "", verdict: Verdict | None = None):
+        super().__init__(message)
+        self.exercise = exercise
+        self.verdict = verdict
 
 
 @dataclass
@@ -74,15 +88,32 @@ class Exercise:
             last = traceback.format_exception_only(type(e), e)[-1].strip()
             return Verdict(False, f"your function raised {last}")
 
-    def __call__(self, fn: Callable) -> Callable:
-        """Print the verdict; return `fn` if it is right, else the reference so the lesson can go on."""
+    def __call__(self, fn: Callable, strict: bool = False) -> Callable:
+        """Print the verdict; return `fn` if it is right, else the reference so the lesson can go on.
+
+        With `strict=True` (student copies) a wrong or unfinished answer raises `ExerciseNotDone` instead.
+        """
         v = self.verify(fn)
         if v.ok:
             print(f"Correct: {self.name} passes every check.")
             return fn
+        if strict:
+            print(f"{self.name}: {v.message}.\nHint: {self.hint}")
+            raise self.not_done_error(v)
         print(f"{self.name}: {v.message}.\nHint: {self.hint}\n"
               "Continuing with the reference solution so the rest of the lesson runs; come back and try again.")
         return self.reference
+
+    def not_done_error(self, v: Verdict) -> ExerciseNotDone:
+        """The error a strict check raises: which exercise, what is wrong, the hint, and what to do next."""
+        if v.not_done:
+            what = f"Exercise {self.name} is not done yet: its function still raises NotImplementedError."
+            todo = (f"Write {self.name} in the exercise cell above (replace the `raise NotImplementedError` line), "
+                    "run that cell, then run this check again.")
+        else:
+            what = f"Exercise {self.name} is not right yet: {v.message}."
+            todo = f"Fix {self.name} in the exercise cell above, run that cell, then run this check again."
+        return ExerciseNotDone(f"{what}\nHint: {self.hint}\n{todo}", exercise=self.name, verdict=v)
 
 
 def _copy(args: tuple) -> tuple:
