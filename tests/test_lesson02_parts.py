@@ -32,31 +32,6 @@ def _stub(R):
 
 # --- the exercises ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", EXERCISES)
-def test_reference_passes(name):
-    exercise = getattr(check, name)
-    assert exercise.verify(exercise.reference).ok
-
-
-@pytest.mark.parametrize("name", EXERCISES)
-def test_every_wrong_answer_fails(name):
-    exercise = getattr(check, name)
-    assert len(exercise.wrong_answers) >= 4
-    for wrong in exercise.wrong_answers:
-        verdict = exercise.verify(wrong)
-        assert not verdict.ok and not verdict.not_done, verdict.message
-
-
-@pytest.mark.parametrize("name", EXERCISES)
-def test_stub_is_not_done_and_falls_back_to_reference(name, capsys):
-    exercise = getattr(check, name)
-    verdict = exercise.verify(_stub)
-    assert not verdict.ok and verdict.not_done
-    assert exercise(_stub) is exercise.reference
-    out = capsys.readouterr().out
-    assert "not done yet" in out and "Hint:" in out
-
-
 def test_wrong_answers_get_their_own_explanation():
     include_last, no_diagonal = lesson02.BWT_MISTAKES[0][0], lesson02.BWT_MISTAKES[1][0]
     assert "T-1 earlier tasks" in check.backward_transfer.verify(include_last).message
