@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=_non_negative_int, default=0)
     run.add_argument("--train-size", type=_positive_int, default=None, help="use this many training digits")
     run.add_argument("--test-size", type=_positive_int, default=None, help="use this many test digits")
+    _add_strategy_options(run, STRATEGIES)
     run.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     run.add_argument("--plot", metavar="FILE.png", help="save the accuracy matrix as a heatmap")
 
@@ -82,6 +83,34 @@ def build_parser() -> argparse.ArgumentParser:
     student.add_argument("--force", action="store_true",
                          help="write into a non-empty OUT_DIR, replacing notebooks of the same name")
     return parser
+
+
+def _option(hparam_name: str) -> str:
+    return "--" + hparam_name.replace("_", "-")
+
+
+def _add_strategy_options(parser: argparse.ArgumentParser, strategies: dict) -> None:
+    """One option per strategy hyperparameter (shared by strategies that use the same name)."""
+    users: dict[str, list[str]] = {}
+    for name, cls in sorted(strategies.items()):
+        for h in cls.hparams:
+            users.setdefault(h.name, []).append(name)
+    group = parser.add_argument_group("strategy hyperparameters (each applies only to the strategies named)")
+    for hname, names in users.items():
+        h = next(hp for cls in strategies.values() for hp in cls.hparams if hp.name == hname)
+        group.add_argument(_option(hname), dest=f"hp_{hname}", default=None, metavar=h.type.__name__.upper(),
+                           choices=h.choices or None, help=f"{h.help} ({', '.join(names)}; default {h.default})")
+
+
+def _strategy_from_args(args):
+    """Build the chosen strategy from the options given, refusing options of other strategies."""
+    from .strategies import STRATEGIES, make_strategy
+    own = {h.name for h in STRATEGIES[args.strategy].hparams}
+    given = {k[3:]: v for k, v in vars(args).items() if k.startswith("hp_") and v is not None}
+    for hname in sorted(set(given) - own):
+        users = sorted(n for n, cls in STRATEGIES.items() if hname in {h.name for h in cls.hparams})
+        raise SystemExit(f"error: {_option(hname)} applies to {', '.join(users)}, not to --strategy {args.strategy}")
+    return make_strategy(args.strategy, **given)
 
 
 def _build_tasks(args):
@@ -106,16 +135,16 @@ def _build_model(args, tasks):
 
 
 def cmd_run(args) -> int:
-    from .strategies import make_strategy
     from .train import run_tasks, sgd
 
     config.set_seed(args.seed)  # seeds the model's initial weights
+    strategy = _strategy_from_args(args)
     tasks = _build_tasks(args)
     model = _build_model(args, tasks).to(config.device())
-    result = run_tasks(model, tasks, make_strategy(args.strategy), sgd(args.lr, args.momentum), args.epochs,
+    result = run_tasks(model, tasks, strategy, sgd(args.lr, args.momentum), args.epochs,
                        args.batch_size, args.seed, progress=not args.json)
     out = {"benchmark": args.benchmark, "strategy": args.strategy, "tasks": args.tasks, "seed": args.seed,
-           **result.to_dict()}
+           "hparams": {h.name: getattr(strategy, h.name) for h in strategy.hparams}, **result.to_dict()}
     if args.benchmark == "split-mnist":
         out["scenario"] = args.scenario
     if args.plot:

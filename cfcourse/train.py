@@ -106,11 +106,12 @@ def train_task(model: nn.Module, tasks: list[Task], t: int, optimizer: torch.opt
             idx = order[i:i + batch_size]
             task_ids = tasks[t].task_id if ids_all is None else ids_all[idx]
             x, y, task_ids = strategy.transform_batch(to_float(x_all[idx]), y_all[idx], task_ids)
-            loss = F.cross_entropy(forward(model, x, task_ids), y) + strategy.penalty(model)
+            loss = F.cross_entropy(forward(model, x, task_ids), y) + strategy.penalty(model, x, task_ids)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             strategy.before_step(model)
             optimizer.step()
+            strategy.after_step(model)
             step += 1
             bar.update(1)
             if eval_every and step % eval_every == 0:

@@ -24,9 +24,26 @@ def test_base_hooks_change_nothing(tasks):
     model = MLP(hidden=(4,))
     x, y, ids = torch.rand(2, 784), torch.tensor([1, 2]), 0
     assert s.transform_batch(x, y, ids) == (x, y, ids)
-    assert s.penalty(model) == 0.0
+    assert s.penalty(model, x, ids) == 0.0
     assert s.before_task(model, tasks[0]) is None and s.after_task(model, tasks[0]) is None
-    assert s.before_step(model) is None
+    assert s.before_step(model) is None and s.after_step(model) is None
+
+
+def test_hparams_are_checked_by_name_type_and_range():
+    class Toy(strategies.Strategy):
+        name = "toy"
+        hparams = (strategies.HParam("strength", float, 1.0, low=0.0, help="how strong"),
+                   strategies.HParam("mode", str, "a", choices=("a", "b")))
+    assert Toy().strength == 1.0 and Toy(strength="2.5").strength == 2.5
+    assert repr(Toy(mode="b")) == "Toy(strength=1.0, mode='b')"
+    with pytest.raises(ValueError, match=r"toy: strength must be >= 0.0, got -1.0"):
+        Toy(strength=-1)
+    with pytest.raises(ValueError, match=r"toy: strength must be a float, got 'x'"):
+        Toy(strength="x")
+    with pytest.raises(ValueError, match=r"toy: mode must be one of a, b"):
+        Toy(mode="c")
+    with pytest.raises(ValueError, match=r"toy does not take size; its hyperparameters: strength, mode"):
+        Toy(size=3)
 
 
 @pytest.mark.parametrize("t", [0, 1, 2])

@@ -170,14 +170,17 @@ class Recorder(Strategy):
         self.calls.append(("transform_batch", len(y)))
         return x, y, task_ids
 
-    def penalty(self, model):
-        self.calls.append(("penalty",))
+    def penalty(self, model, x, task_ids):
+        self.calls.append(("penalty", len(x)))
         return torch.tensor(0.0)
 
     def before_step(self, model):
         self.calls.append(("before_step",))
         for p in model.parameters():
             p.grad.zero_()
+
+    def after_step(self, model):
+        self.calls.append(("after_step",))
 
     def after_task(self, model, task):
         self.calls.append(("after_task", task.task_id))
@@ -190,8 +193,9 @@ def test_every_hook_is_called_in_order(tasks):
     train.train_task(model, tasks, 1, torch.optim.SGD(model.parameters(), lr=LR), rec, progress=False)
     names = [c[0] for c in rec.calls]
     assert rec.calls[0] == ("before_task", 1) and rec.calls[-1] == ("after_task", 1)
-    assert names.count("transform_batch") == names.count("penalty") == names.count("before_step") == STEPS
-    assert rec.calls[1:4] == [("transform_batch", BATCH), ("penalty",), ("before_step",)]
+    for hook in ("transform_batch", "penalty", "before_step", "after_step"):
+        assert names.count(hook) == STEPS, hook
+    assert rec.calls[1:5] == [("transform_batch", BATCH), ("penalty", BATCH), ("before_step",), ("after_step",)]
     assert ("transform_batch", TRAIN - (STEPS - 1) * BATCH) in rec.calls  # the last, smaller batch
     for p, q in zip(model.parameters(), before):
         assert torch.equal(p, q), "before_step zeroed the gradients, so nothing may change"
@@ -199,7 +203,7 @@ def test_every_hook_is_called_in_order(tasks):
 
 def test_penalty_is_added_to_the_loss(tasks):
     class Huge(Strategy):
-        def penalty(self, model):  # pull every weight to zero, hard
+        def penalty(self, model, x, task_ids):  # pull every weight to zero, hard
             return 100.0 * sum((p ** 2).sum() for p in model.parameters())
 
     model = _model()

@@ -1,0 +1,1 @@
+"""Learning without Forgetting; see lesson 06."""

@@ -1,0 +1,1 @@
+"""Replay (reservoir and class-balanced buffers) and A-GEM; see lesson 05."""
