@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .strategies import STRATEGIES
 
     parser = argparse.ArgumentParser(prog="python -m cfcourse", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,run,student-copy}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,run,reproduce,student-copy}")
     fetch = sub.add_parser("fetch", help="cache every data file the course uses, checked by sha256")
     fetch.add_argument("--quiet", action="store_true", help="print only the cache paths")
 
@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_strategy_options(run, STRATEGIES)
     run.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     run.add_argument("--plot", metavar="FILE.png", help="save the accuracy matrix as a heatmap")
+
+    rep = sub.add_parser("reproduce", help="run a published continual-learning table with our strategies")
+    rep.add_argument("paper", choices=["hsu2018"], help="hsu2018: split MNIST in three scenarios (Hsu et al. 2018)")
+    rep.add_argument("--seeds", type=_positive_int, default=3, help="seeds per cell (default 3)")
+    rep.add_argument("--fast", action="store_true", help="1 epoch on 12,000 training digits: a quick check only")
+    rep.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    rep.add_argument("--plot", metavar="FILE.png", help="save ours beside the published numbers as a figure")
 
     student = sub.add_parser("student-copy", help="write the lessons without their solutions, with checks that "
                                                   "stop the notebook until each exercise is right")
@@ -180,6 +187,25 @@ def cmd_fetch(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from .reproduce import Setup, plot, reproduce, table
+    setup = Setup.fast() if args.fast else Setup()
+    progress = None if args.json else (lambda c: print(f"  {c.method:24} {c.scenario:6}-IL  {c.mean:6.2f} ± {c.std:.2f}"
+                                                       f"   (paper {c.published:.2f})", flush=True))
+    cells, wall = reproduce(args.seeds, setup, on_cell=progress)
+    if args.plot:
+        from pathlib import Path
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        plot(cells, args.plot)
+    if args.json:
+        print(json.dumps({"paper": args.paper, "seeds": args.seeds, "fast": args.fast, "setup": vars(setup),
+                          "cells": [c.to_dict() for c in cells], "wall_s": round(wall, 1)}))
+    else:
+        print(table(cells))
+        print(f"{args.seeds} seed(s), {'fast' if args.fast else 'published'} setup, {wall / 60:.1f} minutes")
+    return 0
+
+
 def cmd_student_copy(args) -> int:
     from .student import write_student_copy
     copies = write_student_copy(args.out_dir, args.lessons, force=args.force)
@@ -194,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .assets import AssetError
     try:
-        return {"fetch": cmd_fetch, "run": cmd_run, "student-copy": cmd_student_copy}[args.command](args)
+        commands = {"fetch": cmd_fetch, "run": cmd_run, "reproduce": cmd_reproduce, "student-copy": cmd_student_copy}
+        return commands[args.command](args)
     except (AssetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -140,6 +140,11 @@ def sgd(lr: float = 0.01, momentum: float = 0.9) -> OptimizerFactory:
     return lambda params: torch.optim.SGD(params, lr=lr, momentum=momentum)
 
 
+def adam(lr: float = 1e-3) -> OptimizerFactory:
+    """Factory for Adam, a fresh optimiser for each task (the setup of Hsu et al. 2018; see lesson 07)."""
+    return lambda params: torch.optim.Adam(params, lr=lr)
+
+
 def run_tasks(model: nn.Module, tasks: list[Task], strategy: Strategy | None = None,
               optimizer: OptimizerFactory | None = None, epochs: int = 1, batch_size: int = 128,
               seed: int = 0, eval_every: int | None = None, curve_size: int = 1000,

@@ -1,0 +1,167 @@
+"""Reproduce a published continual-learning table with our strategies; see lesson 07.
+
+`python -m cfcourse reproduce hsu2018` runs every method of Hsu et al. 2018
+("Re-evaluating continual learning scenarios") on split MNIST in the three
+scenarios with the published setup (MLP 784-400-400, 4 epochs per task,
+batch 128, Adam lr 1e-3) over several seeds, and sets our mean and spread
+beside the published accuracy.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+from . import config, data
+from .models import MLP, MultiHeadMLP
+from .strategies import make_strategy
+from .train import adam, run_tasks
+
+SCENARIOS = ("task", "domain", "class")
+
+# Published final average accuracy (%) on split MNIST, Hsu et al. 2018, table 2.
+HSU2018 = {
+    "fine-tune": (93.46, 55.16, 19.71),
+    "EWC": (97.70, 58.85, 19.80),
+    "online EWC": (98.04, 57.33, 19.77),
+    "SI": (98.56, 64.76, 19.67),
+    "LwF": (99.60, 71.02, 24.17),
+    "replay, 1,100 samples": (99.40, 95.16, 90.78),
+    "GEM": (98.42, 96.16, 92.20),
+    "joint (offline)": (99.52, 98.59, 97.53),
+}
+
+# Our strategy for each published method (GEM has no counterpart here; A-GEM is its cheaper cousin).
+METHODS: dict[str, tuple[str, dict]] = {
+    "fine-tune": ("naive", {}),
+    "EWC": ("ewc", {}),
+    "online EWC": ("online-ewc", {}),
+    "SI": ("si", {}),
+    "LwF": ("lwf", {}),
+    "replay, 1,100 samples": ("replay", {"buffer_size": 1100}),
+    "joint (offline)": ("joint", {}),
+}
+
+
+@dataclass
+class Setup:
+    """The experimental setup; `fast()` is the same with less data for quick checks."""
+
+    hidden: tuple[int, ...] = (400, 400)
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 1e-3
+    train_size: int | None = None
+    test_size: int | None = None
+
+    @classmethod
+    def fast(cls) -> "Setup":
+        return cls(epochs=1, train_size=12_000, test_size=2_000)
+
+
+def build_model(scenario: str, n_tasks: int, hidden: tuple[int, ...]):
+    """Multi-head for task-IL (one 2-way head per task), one shared head otherwise (2 or 10 outputs)."""
+    if scenario == "task":
+        return MultiHeadMLP(hidden=hidden, n_heads=n_tasks, head_size=2)
+    return MLP(hidden=hidden, out_features=2 if scenario == "domain" else 10)
+
+
+def run_cell(method: str, scenario: str, seed: int, setup: Setup) -> float:
+    """Final average accuracy (%) of one method in one scenario for one seed."""
+    strategy_name, hparams = METHODS[method]
+    config.set_seed(seed)
+    tasks = data.split_mnist(5, scenario, seed=seed, train_size=setup.train_size, test_size=setup.test_size)
+    model = build_model(scenario, len(tasks), setup.hidden).to(config.device())
+    result = run_tasks(model, tasks, make_strategy(strategy_name, **hparams), adam(setup.lr), setup.epochs,
+                       setup.batch_size, seed, progress=False)
+    return 100 * result.acc_matrix.avg_acc
+
+
+@dataclass
+class Cell:
+    """Our accuracies for one method and scenario over seeds, and the published number."""
+
+    method: str
+    scenario: str
+    ours: list[float]
+    published: float | None
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.ours)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.ours) if len(self.ours) > 1 else 0.0
+
+    @property
+    def agrees(self) -> bool | None:
+        """Within 3 points of the published number or two of our standard deviations, whichever is wider."""
+        if self.published is None:
+            return None
+        return abs(self.mean - self.published) <= max(3.0, 2 * self.std)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "scenario": self.scenario, "ours": [round(a, 2) for a in self.ours],
+                "mean": round(self.mean, 2), "std": round(self.std, 2), "published": self.published,
+                "agrees": self.agrees}
+
+
+def reproduce(seeds: int = 3, setup: Setup | None = None, methods=None, scenarios=SCENARIOS,
+              on_cell=None) -> tuple[list[Cell], float]:
+    """Run every method x scenario x seed; returns the cells and the wall time in seconds."""
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    setup = setup or Setup()
+    start = time.perf_counter()
+    cells = []
+    for method in methods or METHODS:
+        for k, scenario in enumerate(scenarios):
+            ours = [run_cell(method, scenario, seed, setup) for seed in range(seeds)]
+            cells.append(Cell(method, scenario, ours, HSU2018[method][SCENARIOS.index(scenario)]))
+            if on_cell is not None:
+                on_cell(cells[-1])
+    return cells, time.perf_counter() - start
+
+
+def table(cells: list[Cell]) -> str:
+    """Our mean ± std beside the published accuracy, one row per method, one column pair per scenario."""
+    scenarios = [s for s in SCENARIOS if any(c.scenario == s for c in cells)]
+    head = "| method | " + " | ".join(f"{s}-IL ours | {s}-IL paper" for s in scenarios) + " |"
+    lines = [head, "|---|" + "---|---|" * len(scenarios)]
+    by_key = {(c.method, c.scenario): c for c in cells}
+    for method in HSU2018:
+        row = []
+        for s in scenarios:
+            c = by_key.get((method, s))
+            mark = "" if c is None or c.agrees else " (!)"
+            row += ["—" if c is None else f"{c.mean:.2f} ± {c.std:.2f}{mark}", f"{HSU2018[method][SCENARIOS.index(s)]:.2f}"]
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    lines.append("(!) more than max(3 points, 2 std) from the published number; — not run here (no GEM; A-GEM is "
+                 "available as --strategy agem)")
+    return "\n".join(lines)
+
+
+def plot(cells: list[Cell], path: str) -> None:
+    """Bars of our mean ± std per method and scenario, with the published numbers as black ticks."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    scenarios = [s for s in SCENARIOS if any(c.scenario == s for c in cells)]
+    methods = [m for m in HSU2018 if any(c.method == m for c in cells)]
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(5 * len(scenarios), 4.5), sharey=True, squeeze=False)
+    by_key = {(c.method, c.scenario): c for c in cells}
+    for ax, s in zip(axes[0], scenarios):
+        xs = np.arange(len(methods))
+        ax.bar(xs, [by_key[(m, s)].mean for m in methods], yerr=[by_key[(m, s)].std for m in methods], capsize=3,
+               color="tab:blue", label="ours (mean ± std over seeds)")
+        ax.scatter(xs, [HSU2018[m][SCENARIOS.index(s)] for m in methods], color="black", marker="_", s=400,
+                   label="Hsu et al. 2018", zorder=3)
+        ax.set_xticks(xs, methods, rotation=45, ha="right")
+        ax.set_title(f"split MNIST, {s}-incremental")
+        ax.set_ylim(0, 100)
+    axes[0][0].set_ylabel("final average accuracy (%)")
+    axes[0][0].legend(loc="lower left", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
