@@ -1,1 +1,218 @@
-"""Learning without Forgetting; see lesson 06."""
+"""Learning without Forgetting, and parameter isolation by freezing the shared body; see lesson 06.
+
+LwF (Li & Hoiem 2017) keeps no old data: it keeps a frozen copy of the model
+as it was after the last task and asks the current model to give the same
+(softened) answers on the *new* inputs, for the old tasks' outputs.
+
+Parameter isolation gives each task parameters that no other task may change.
+The simplest form needs no strategy at all: a multi-head model
+(`cfcourse.models.MultiHeadMLP`, task-incremental learning) already gives each
+task its own output head. `freeze` goes one step further: after the first
+task(s) the shared body is frozen, so only the output layer keeps learning.
+That is the bridge to parameter-efficient fine-tuning (lesson 09): train a
+few new weights, keep the old ones fixed.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import Task
+from ..models import MultiHeadMLP, forward
+from . import HParam, Strategy, register
+
+
+@dataclass(frozen=True)
+class FiniteHParam(HParam):
+    """A float HParam that must be finite, and strictly above `low` when `open_low` is set."""
+
+    open_low: bool = False
+
+    def check(self, strategy: str, value):
+        plain = replace(self, low=None) if self.open_low else self  # type and closed bounds first
+        value = HParam.check(plain, strategy, value)
+        if not math.isfinite(value):
+            raise ValueError(f"{strategy}: {self.name} must be a finite number, got {value!r}")
+        if self.open_low and not value > self.low:
+            raise ValueError(f"{strategy}: {self.name} must be > {self.low} (default {self.default}), got {value!r}")
+        return value
+
+
+def distillation_loss(new_logits: torch.Tensor, old_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """T^2 * KL(softmax(old/T) || softmax(new/T)), averaged over samples; zero when new == old; see lesson 06.
+
+    KL rather than Hinton's cross-entropy with soft targets: the two differ by the
+    entropy of the old outputs, a constant, so their gradients are identical, but
+    KL is exactly 0 when nothing has changed. The T^2 factor keeps the gradient's
+    size roughly independent of T. Gradient flows into `new_logits` only.
+    """
+    if new_logits.shape != old_logits.shape:
+        raise ValueError(f"new_logits and old_logits must have the same shape, got {tuple(new_logits.shape)} "
+                         f"and {tuple(old_logits.shape)}")
+    if not temperature > 0 or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a positive finite number (try 2.0), got {temperature!r}")
+    classes = new_logits.shape[-1]
+    log_p_new = F.log_softmax(new_logits.reshape(-1, classes) / temperature, dim=1)  # (samples, classes)
+    log_p_old = F.log_softmax(old_logits.detach().reshape(-1, classes) / temperature, dim=1)
+    kl = F.kl_div(log_p_new, log_p_old, reduction="batchmean", log_target=True)  # sum p_old (log p_old - log p_new)
+    return kl * temperature ** 2
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` in eval mode with gradients off: the teacher LwF distils from; see lesson 06."""
+    old = copy.deepcopy(model).eval()
+    for p in old.parameters():
+        p.requires_grad_(False)
+    return old
+
+
+def head_logits(model: nn.Module, x: torch.Tensor, heads: list[int],
+                features: torch.Tensor | None = None) -> torch.Tensor:
+    """Outputs of a multi-head model on `x` for each of `heads`: (batch, len(heads), head_size); see lesson 06."""
+    if isinstance(model, MultiHeadMLP):  # one pass through the body serves every head
+        features = model.body(x) if features is None else features  # (batch, hidden)
+        return model.heads(features).view(len(x), model.n_heads, model.head_size)[:, heads]
+    # Any other multi-head module: one call on the batch repeated once per head, with per-sample head ids.
+    ids = torch.tensor(heads, device=x.device).repeat_interleave(len(x))  # (heads * batch,)
+    out = forward(model, x.repeat(len(heads), *[1] * (x.dim() - 1)), ids)  # (heads * batch, size)
+    return out.view(len(heads), len(x), -1).transpose(0, 1)
+
+
+class _LastForward:
+    """Remembers a module's last input and output, so LwF can reuse the training step's forward pass."""
+
+    def __init__(self, module: nn.Module):
+        self.x = self.out = None
+        self.handle = module.register_forward_hook(self._remember)
+
+    def _remember(self, module: nn.Module, inputs: tuple, output) -> None:
+        self.x, self.out = (inputs[0] if inputs else None), output
+
+    def take(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The output for this very tensor `x` if it was the last input (and kept its graph), else None."""
+        out, self.x, self.out = (self.out if self.x is x else None), None, None
+        if not isinstance(out, torch.Tensor) or (torch.is_grad_enabled() and out.grad_fn is None):
+            return None
+        return out
+
+
+@register
+class LwF(Strategy):
+    """Learning without Forgetting: match the previous model's softened outputs on the new data; see lesson 06.
+
+    Multi-head model: distil every previous task's head (averaged over heads).
+    Single head: distil the classes seen before when targets are class labels
+    (class-IL, permuted MNIST), else all outputs (domain-IL, targets 0/1 in
+    every task). Instead of storing the old outputs before the task, as the
+    paper does, the frozen old model is run on each batch: the same targets.
+    The current model's outputs are taken from the training step's own forward
+    pass (a forward hook), so LwF costs one extra forward pass of the old model.
+    """
+
+    name = "lwf"
+    hparams = (FiniteHParam("lwf_alpha", float, 1.0, low=0.0, help="weight of the distillation loss"),
+               FiniteHParam("temperature", float, 2.0, low=0.0, open_low=True,
+                            help="softmax temperature (> 0) of the distillation loss"))
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.old_model: nn.Module | None = None
+        self.old_heads: list[int] = []  # task ids seen so far (multi-head models)
+        self._old_classes: set[int] = set()  # classes seen so far (single head)
+        self._all_outputs = False  # a task whose targets are not its classes: distil every output
+        self._last: _LastForward | None = None
+
+    @property
+    def old_classes(self) -> list[int] | None:
+        """Output columns distilled on a single-head model; None means all of them."""
+        return None if self._all_outputs or not self._old_classes else sorted(self._old_classes)
+
+    def _stop_watching(self) -> None:
+        if self._last is not None:
+            self._last.handle.remove()
+            self._last = None
+
+    def before_task(self, model: nn.Module, task: Task) -> None:
+        self._stop_watching()
+        if self.old_model is not None:  # watch the training forward pass (the body's, for a MultiHeadMLP)
+            self._last = _LastForward(model.body if isinstance(model, MultiHeadMLP) else model)
+
+    def after_task(self, model: nn.Module, task: Task) -> None:
+        self._stop_watching()  # first, or the copy would carry the hook too
+        self.old_model = frozen_copy(model)
+        if task.task_id not in self.old_heads:
+            self.old_heads.append(task.task_id)
+        if set(task.train_y.unique().tolist()) <= set(task.classes):
+            self._old_classes |= set(task.classes)
+        else:  # domain-IL: targets are 0/1 within every task, so all outputs belong to old tasks
+            self._all_outputs = True
+
+    def penalty(self, model: nn.Module, x: torch.Tensor, task_ids) -> torch.Tensor | float:
+        if self.old_model is None or self.lwf_alpha == 0:
+            return 0.0
+        seen = self._last.take(x) if self._last is not None else None  # this step's forward output, if any
+        if getattr(model, "multi_head", False):
+            new = head_logits(model, x, self.old_heads, seen if isinstance(model, MultiHeadMLP) else None)
+            with torch.no_grad():
+                old = head_logits(self.old_model, x, self.old_heads)  # (batch, old heads, head_size)
+        else:
+            new = seen if seen is not None else model(x)  # (batch, classes)
+            with torch.no_grad():
+                old = self.old_model(x)
+            cols = self.old_classes
+            if cols is not None and len(cols) < new.shape[1]:
+                new, old = new[:, cols], old[:, cols]  # (batch, old classes)
+        return self.lwf_alpha * distillation_loss(new, old, self.temperature)
+
+
+def output_layer_names(model: nn.Module) -> list[str]:
+    """Names of the output layer's parameters: `head`/`heads` if the model has one, else the last layer's."""
+    for attr in ("heads", "head"):
+        if isinstance(getattr(model, attr, None), nn.Module):
+            return [f"{attr}.{n}" for n, _ in getattr(model, attr).named_parameters()]
+    leaves = [(name, m) for name, m in model.named_modules() if not list(m.children())
+              and list(m.parameters(recurse=False))]
+    if not leaves:
+        raise ValueError("model has no parameters to split into a body and an output layer")
+    prefix, last = leaves[-1]
+    return [f"{prefix}.{n}" if prefix else n for n, _ in last.named_parameters(recurse=False)]
+
+
+def freeze_body(model: nn.Module) -> list[str]:
+    """Turn off gradients of every parameter outside the output layer; returns their names; see lesson 06."""
+    keep = set(output_layer_names(model))
+    frozen = []
+    for name, p in model.named_parameters():
+        if name not in keep:
+            p.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
+@register
+class Freeze(Strategy):
+    """Parameter isolation: after `freeze_after` tasks the shared body stops learning, only heads train.
+
+    With a multi-head model (task-IL) each later task then changes only its own
+    head, so earlier tasks cannot be forgotten at all; the price is a body that
+    learned only from the first task(s). The freezing stays on the model after
+    the run (set `requires_grad_(True)` to undo it).
+    """
+
+    name = "freeze"
+    hparams = (HParam("freeze_after", int, 1, low=1, help="number of tasks after which the body is frozen"),)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.tasks_done = 0
+        self.frozen: list[str] = []  # names of the frozen parameters
+
+    def after_task(self, model: nn.Module, task: Task) -> None:
+        self.tasks_done += 1
+        if self.tasks_done == self.freeze_after:
+            self.frozen = freeze_body(model)
