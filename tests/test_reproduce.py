@@ -1,0 +1,36 @@
+"""reproduce hsu2018: every published method maps to a strategy, runs, and is compared honestly."""
+import pytest
+
+from cfcourse import reproduce as rep
+from cfcourse.strategies import STRATEGIES, make_strategy
+
+
+def test_every_method_we_run_is_a_registered_strategy_with_valid_settings():
+    for method, (name, hparams) in rep.METHODS.items():
+        assert method in rep.HSU2018
+        assert name in STRATEGIES, f"{method}: no strategy {name!r}"
+        make_strategy(name, **hparams)
+
+
+def test_agreement_is_three_points_or_two_standard_deviations():
+    assert rep.Cell("fine-tune", "class", [21.0, 22.0], 19.71).agrees  # within 3 points
+    assert not rep.Cell("fine-tune", "class", [30.0, 30.2], 19.71).agrees
+    assert rep.Cell("fine-tune", "class", [20.0, 40.0], 19.71).agrees  # mean 30, std 14: within 2 std
+    assert rep.Cell("x", "class", [1.0], None).agrees is None
+
+
+def test_a_small_run_fills_the_table_and_figure(tmp_path):
+    setup = rep.Setup(hidden=(32,), epochs=1, train_size=1000, test_size=300)
+    cells, wall = rep.reproduce(1, setup, methods=["fine-tune", "replay, 1,100 samples"], scenarios=("class",))
+    assert [c.method for c in cells] == ["fine-tune", "replay, 1,100 samples"] and wall > 0
+    naive, replay = cells
+    assert 0 <= naive.mean <= 100 and replay.mean > naive.mean  # replay beats fine-tuning in class-IL
+    text = rep.table(cells)
+    assert "19.71" in text and "90.78" in text and f"{naive.mean:.2f}" in text
+    rep.plot(cells, str(tmp_path / "hsu.png"))
+    assert (tmp_path / "hsu.png").stat().st_size > 10_000
+
+
+def test_seeds_must_be_positive():
+    with pytest.raises(ValueError, match="seeds must be a positive integer"):
+        rep.reproduce(0)
