@@ -17,6 +17,7 @@ from cfcourse.strategies.rehearsal import (AGEM, ClassBalancedBuffer, Replay, Re
                                            reservoir_update)
 from cfcourse.train import run_tasks, sgd
 
+
 def _id_images(ids: torch.Tensor) -> torch.Tensor:
     """Stand-in images (n, 2) uint8 that spell out each sample's id, so a held sample can be traced back."""
     return torch.stack([ids % 256, ids // 256], 1).to(torch.uint8)
@@ -276,6 +277,10 @@ def test_replay_keeps_per_sample_task_ids_and_routes_each_to_its_own_head():
     x, y, task_ids = replay.transform_batch(data.to_float(tasks[2].train_x[:64]), tasks[2].train_y[:64], ids_in)
     assert len(y) == 128 and set(task_ids[64:].tolist()) == {0, 1}
     assert task_ids.dtype == torch.int64 and set(y.tolist()) <= {0, 1}
+    source = {bytes(img.tolist()): (task.task_id, int(lab)) for task in tasks[:2]
+              for img, lab in zip(task.train_x, task.train_y)}  # image -> (its task, its label)
+    replayed = (x[64:] * 255).round().to(torch.uint8)
+    assert [source[bytes(img.tolist())] for img in replayed] == list(zip(task_ids[64:].tolist(), y[64:].tolist()))
     logits = model(x, task_ids)  # (128, 2), each sample through its own task's head
     heads = model.heads(model.body(x)).view(128, 3, 2)
     assert torch.equal(logits, heads[torch.arange(128), task_ids])
