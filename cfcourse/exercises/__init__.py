@@ -159,4 +159,15 @@ class _Checks:
 
 check = _Checks()
 
-from . import lesson00, lesson01, lesson02  # noqa: E402,F401  (registers each lesson's exercises)
+
+def _register_lessons() -> None:
+    """Import every `lessonNN` module here; each registers its lesson's exercises."""
+    import importlib
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("lesson"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_register_lessons()

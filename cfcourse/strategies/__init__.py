@@ -125,4 +125,14 @@ def make_strategy(name: str, **hparams) -> Strategy:
     return STRATEGIES[name](**hparams)
 
 
-from . import distillation, regularization, rehearsal  # noqa: E402,F401  (each registers its strategies)
+
+def _register_modules() -> None:
+    """Import every submodule here; each registers its strategies."""
+    import importlib
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+_register_modules()
