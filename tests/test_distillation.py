@@ -296,7 +296,7 @@ def test_freeze_after_waits_for_that_many_tasks(task_il):
 # --- hyperparameters and the runner ---------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"lwf_alpha": -1}, r"lwf: lwf_alpha must be >= 0.0, got -1.0"),
+    ({"lwf_alpha": -1}, r"lwf: lwf_alpha must be >= 0.0 \(default 1.0\), got -1.0"),
     ({"temperature": 0}, r"lwf: temperature must be > 0.0 \(default 2.0\), got 0.0"),
     ({"temperature": -2}, r"lwf: temperature must be > 0.0 \(default 2.0\), got -2.0"),
     ({"temperature": "nan"}, r"lwf: temperature must be a finite number, got nan"),
@@ -310,9 +310,9 @@ def test_lwf_hparams_are_checked(kwargs, message):
 
 def test_freeze_hparams_are_checked():
     assert make_strategy("freeze", freeze_after="3").freeze_after == 3
-    with pytest.raises(ValueError, match=r"freeze: freeze_after must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"freeze: freeze_after must be >= 1 \(default 1\), got 0"):
         make_strategy("freeze", freeze_after=0)
-    with pytest.raises(ValueError, match=r"freeze: freeze_after must be a int, got '1.5'"):
+    with pytest.raises(ValueError, match=r"freeze: freeze_after must be an int, got '1.5'"):
         make_strategy("freeze", freeze_after="1.5")
 
 

@@ -346,13 +346,13 @@ def test_each_strategy_forgets_less_than_naive(forgetting_tasks, naive_after, na
 # --- hyperparameters and the runner -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, hparams, message", [
-    ("l2", dict(l2_lambda=-1), r"l2: l2_lambda must be >= 0.0, got -1.0"),
-    ("ewc", dict(ewc_lambda=-1), r"ewc: ewc_lambda must be >= 0.0, got -1.0"),
-    ("online-ewc", dict(gamma=1.5), r"online-ewc: gamma must be in \[0.0, 1.0\], got 1.5"),
+    ("l2", dict(l2_lambda=-1), r"l2: l2_lambda must be >= 0.0 \(default 0.03\), got -1.0"),
+    ("ewc", dict(ewc_lambda=-1), r"ewc: ewc_lambda must be >= 0.0 \(default [0-9.]+\), got -1.0"),
+    ("online-ewc", dict(gamma=1.5), r"online-ewc: gamma must be in \[0.0, 1.0\] \(default [0-9.]+\), got 1.5"),
     ("ewc", dict(fisher="exact"), r"ewc: fisher must be one of empirical, true, got 'exact'"),
-    ("online-ewc", dict(fisher_samples=0), r"online-ewc: fisher_samples must be >= 1, got 0"),
-    ("si", dict(si_c=-0.5), r"si: si_c must be >= 0.0, got -0.5"),
-    ("si", dict(xi=0), r"si: xi must be > 0 \(it keeps omega finite for weights that did not move\), got 0.0"),
+    ("online-ewc", dict(fisher_samples=0), r"online-ewc: fisher_samples must be >= 1 \(default \d+\), got 0"),
+    ("si", dict(si_c=-0.5), r"si: si_c must be >= 0.0 \(default [0-9.]+\), got -0.5"),
+    ("si", dict(xi=0), r"si: xi must be > 0.0 \(it keeps omega finite for weights that did not move; default 0.1\), got 0.0"),
     ("l2", dict(ewc_lambda=1), r"l2 does not take ewc_lambda; its hyperparameters: l2_lambda"),
 ])
 def test_bad_hyperparameters_are_refused_clearly(name, hparams, message):
@@ -378,7 +378,7 @@ def test_runner_refuses_ewc_lambda_for_naive():
 def test_runner_reports_a_bad_gamma(capsys):
     code = main(["run", "permuted-mnist", "--tasks", "2", "--train-size", "100", "--test-size", "50",
                  "--strategy", "online-ewc", "--gamma", "1.5", "--json"])
-    assert code == 2 and "online-ewc: gamma must be in [0.0, 1.0], got 1.5" in capsys.readouterr().err
+    assert code == 2 and "online-ewc: gamma must be in [0.0, 1.0] (default" in capsys.readouterr().err
 
 
 def test_runner_refuses_an_unknown_fisher_kind(capsys):

@@ -157,7 +157,7 @@ def test_negative_size_is_refused_clearly(cls):
 
 @pytest.mark.parametrize("name", ["replay", "agem"])
 def test_strategies_refuse_a_negative_buffer_size(name):
-    with pytest.raises(ValueError, match=rf"{name}: buffer_size must be >= 0, got -5"):
+    with pytest.raises(ValueError, match=rf"{name}: buffer_size must be >= 0 \(default 1100\), got -5$"):
         make_strategy(name, buffer_size=-5)
 
 
@@ -287,9 +287,9 @@ def test_replay_keeps_per_sample_task_ids_and_routes_each_to_its_own_head():
 
 
 def test_replay_ratio_must_be_below_one():
-    with pytest.raises(ValueError, match=r"replay: replay_ratio must be in \[0, 1\), got 1.0"):
+    with pytest.raises(ValueError, match=r"replay: replay_ratio must be in \[0.0, 1.0\) \(default 0.5\), got 1.0"):
         make_strategy("replay", replay_ratio=1.0)
-    with pytest.raises(ValueError, match="replay: replay_ratio must be >= 0"):
+    with pytest.raises(ValueError, match=r"replay: replay_ratio must be in \[0.0, 1.0\) \(default 0.5\), got -0.1"):
         make_strategy("replay", replay_ratio=-0.1)
     with pytest.raises(ValueError, match="replay: buffer must be one of reservoir, class-balanced"):
         make_strategy("replay", buffer="fifo")
@@ -465,7 +465,7 @@ def test_cli_runs_agem_with_a_class_balanced_memory(capsys):
 
 def test_cli_refuses_a_negative_buffer_size(capsys):
     assert main([*RUN, "--strategy", "replay", "--buffer-size", "-5"]) == 2
-    assert "buffer_size must be >= 0, got -5" in capsys.readouterr().err
+    assert "replay: buffer_size must be >= 0 (default 1100), got -5" in capsys.readouterr().err
 
 
 def test_cli_refuses_buffer_size_for_a_strategy_without_memory():

@@ -1,6 +1,8 @@
 """Strategies: the shared hooks, naive and joint training sets, and building a strategy by name."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -36,7 +38,7 @@ def test_hparams_are_checked_by_name_type_and_range():
                    strategies.HParam("mode", str, "a", choices=("a", "b")))
     assert Toy().strength == 1.0 and Toy(strength="2.5").strength == 2.5
     assert repr(Toy(mode="b")) == "Toy(strength=1.0, mode='b')"
-    with pytest.raises(ValueError, match=r"toy: strength must be >= 0.0, got -1.0"):
+    with pytest.raises(ValueError, match=r"toy: strength must be >= 0.0 \(default 1.0\), got -1.0"):
         Toy(strength=-1)
     with pytest.raises(ValueError, match=r"toy: strength must be a float, got 'x'"):
         Toy(strength="x")
@@ -44,6 +46,39 @@ def test_hparams_are_checked_by_name_type_and_range():
         Toy(mode="c")
     with pytest.raises(ValueError, match=r"toy does not take size; its hyperparameters: strength, mode"):
         Toy(size=3)
+
+
+@pytest.mark.parametrize("hparam, inside, outside, text", [
+    (strategies.HParam("r", float, 0.5, low=0.0, high=1.0, high_open=True), [0.0, 0.999], [1.0, -0.1], "in [0.0, 1.0)"),
+    (strategies.HParam("t", float, 2.0, low=0.0, low_open=True), [1e-9, 50.0], [0.0, -2.0], "> 0.0"),
+    (strategies.HParam("g", float, 0.5, low=0.0, high=1.0, low_open=True), [1.0, 0.01], [0.0, 1.01], "in (0.0, 1.0]"),
+    (strategies.HParam("c", float, 0.5, high=1.0, high_open=True), [-5.0, 0.9], [1.0, 2.0], "< 1.0"),
+    (strategies.HParam("n", int, 1, low=1), [1, 7], [0, -1], ">= 1"),
+])
+def test_bounds_open_or_closed_are_enforced_and_described(hparam, inside, outside, text):
+    for value in inside:
+        assert hparam.check("toy", value) == value
+    for value in outside:
+        with pytest.raises(ValueError, match=rf"^toy: {hparam.name} must be {re.escape(text)} \(default "):
+            hparam.check("toy", value)
+
+
+def test_open_bound_reason_is_shown():
+    h = strategies.HParam("xi", float, 0.1, low=0.0, low_open=True, why="it keeps omega finite")
+    with pytest.raises(ValueError, match=r"^toy: xi must be > 0.0 \(it keeps omega finite; default 0.1\), got 0.0$"):
+        h.check("toy", 0)
+
+
+@pytest.mark.parametrize("name", sorted(strategies.STRATEGIES))
+def test_every_float_hyperparameter_refuses_nan_and_infinity(name):
+    for h in strategies.STRATEGIES[name].hparams:
+        if h.type is float:
+            for bad in ("nan", "inf", "-inf", float("nan")):
+                with pytest.raises(ValueError, match=rf"^{name}: {h.name} must be a finite number, got "):
+                    strategies.make_strategy(name, **{h.name: bad})
+        if h.type is int:
+            with pytest.raises(ValueError, match=rf"^{name}: {h.name} must be an int, got inf$"):
+                strategies.make_strategy(name, **{h.name: float("inf")})
 
 
 @pytest.mark.parametrize("t", [0, 1, 2])

@@ -11,6 +11,7 @@ when it is built and become options of `python -m cfcourse run`.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -21,29 +22,54 @@ from ..data import Task
 
 @dataclass(frozen=True)
 class HParam:
-    """One hyperparameter of a strategy: its name, type, default and the range it must lie in."""
+    """One hyperparameter of a strategy: its name, type, default and the range it must lie in.
+
+    Bounds are inclusive unless `low_open`/`high_open` is set; a float must also be finite. `why`, when
+    given, is shown with a range error (e.g. why a bound is open).
+    """
 
     name: str
     type: type
     default: object
-    low: float | None = None  # inclusive
-    high: float | None = None  # inclusive
+    low: float | None = None
+    high: float | None = None
     help: str = ""
     choices: tuple = ()
+    low_open: bool = False
+    high_open: bool = False
+    why: str = ""
 
     def check(self, strategy: str, value):
         """`value` converted to this type, or a ValueError that says what is allowed."""
         try:
             value = self.type(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{strategy}: {self.name} must be a {self.type.__name__}, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            article = "an" if self.type.__name__[0] in "aeiou" else "a"
+            raise ValueError(f"{strategy}: {self.name} must be {article} {self.type.__name__}, "
+                             f"got {value!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{strategy}: {self.name} must be a finite number, got {value!r}")
         if self.choices and value not in self.choices:
             raise ValueError(f"{strategy}: {self.name} must be one of {', '.join(map(str, self.choices))}, "
                              f"got {value!r}")
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            bounds = f">= {self.low}" if self.high is None else f"in [{self.low}, {self.high}]"
-            raise ValueError(f"{strategy}: {self.name} must be {bounds}, got {value!r}")
+        if not self.in_range(value):
+            notes = "; ".join(filter(None, [self.why, f"default {self.default}"]))
+            raise ValueError(f"{strategy}: {self.name} must be {self.range_text()} ({notes}), got {value!r}")
         return value
+
+    def in_range(self, value) -> bool:
+        """Whether `value` lies within the bounds, open or closed."""
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def range_text(self) -> str:
+        """The allowed range in words: ">= 0.0", "> 0.0", "in [0.0, 1.0)"."""
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high}"
+        return f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
 
 
 class Strategy:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -25,22 +24,6 @@ from torch import nn
 from ..data import Task
 from ..models import MultiHeadMLP, forward
 from . import HParam, Strategy, register
-
-
-@dataclass(frozen=True)
-class FiniteHParam(HParam):
-    """A float HParam that must be finite, and strictly above `low` when `open_low` is set."""
-
-    open_low: bool = False
-
-    def check(self, strategy: str, value):
-        plain = replace(self, low=None) if self.open_low else self  # type and closed bounds first
-        value = HParam.check(plain, strategy, value)
-        if not math.isfinite(value):
-            raise ValueError(f"{strategy}: {self.name} must be a finite number, got {value!r}")
-        if self.open_low and not value > self.low:
-            raise ValueError(f"{strategy}: {self.name} must be > {self.low} (default {self.default}), got {value!r}")
-        return value
 
 
 def distillation_loss(new_logits: torch.Tensor, old_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
@@ -115,9 +98,9 @@ class LwF(Strategy):
     """
 
     name = "lwf"
-    hparams = (FiniteHParam("lwf_alpha", float, 1.0, low=0.0, help="weight of the distillation loss"),
-               FiniteHParam("temperature", float, 2.0, low=0.0, open_low=True,
-                            help="softmax temperature (> 0) of the distillation loss"))
+    hparams = (HParam("lwf_alpha", float, 1.0, low=0.0, help="weight of the distillation loss"),
+               HParam("temperature", float, 2.0, low=0.0, low_open=True,
+                      help="softmax temperature (> 0) of the distillation loss"))
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

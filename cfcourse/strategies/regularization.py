@@ -225,13 +225,11 @@ class SI(Strategy):
 
     name = "si"
     hparams = (HParam("si_c", float, 100.0, low=0.0, help="strength of the pull towards the old weights"),
-               HParam("xi", float, 0.1, low=0.0, help="damping of omega for weights that barely moved (> 0)"))
+               HParam("xi", float, 0.1, low=0.0, low_open=True, help="damping of omega for weights that barely moved",
+                      why="it keeps omega finite for weights that did not move"))
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        if not self.xi > 0:
-            raise ValueError(f"si: xi must be > 0 (it keeps omega finite for weights that did not move), "
-                             f"got {self.xi!r}")
         self.omega: Tensors | None = None  # accumulated importance, one tensor per parameter
         self.anchor: Tensors | None = None  # the weights at the end of the previous task
         self.start: Tensors = {}  # the weights at the start of this task

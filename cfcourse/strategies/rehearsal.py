@@ -253,14 +253,9 @@ class Replay(_Rehearsal):
 
     name = "replay"
     hparams = (_BUFFER_SIZE, _BUFFER,
-               HParam("replay_ratio", float, 0.5, low=0.0,
+               HParam("replay_ratio", float, 0.5, low=0.0, high=1.0, high_open=True,
                       help="fraction of each combined batch that is replayed, in [0, 1): 0.5 adds one remembered "
                            "sample per new one"))
-
-    def __init__(self, generator: torch.Generator | None = None, **hparams):
-        super().__init__(generator, **hparams)
-        if not self.replay_ratio < 1.0:
-            raise ValueError(f"replay: replay_ratio must be in [0, 1), got {self.replay_ratio!r}")
 
     def transform_batch(self, x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor):
         """Append remembered samples, each with its own label and task id, to the batch."""
