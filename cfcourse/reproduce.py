@@ -31,16 +31,36 @@ HSU2018 = {
     "joint (offline)": (99.52, 98.59, 97.53),
 }
 
-# Our strategy for each published method (GEM has no counterpart here; A-GEM is its cheaper cousin).
-METHODS: dict[str, tuple[str, dict]] = {
-    "fine-tune": ("naive", {}),
-    "EWC": ("ewc", {}),
-    "online EWC": ("online-ewc", {}),
-    "SI": ("si", {}),
-    "LwF": ("lwf", {}),
-    "replay, 1,100 samples": ("replay", {"buffer_size": 1100}),
-    "joint (offline)": ("joint", {}),
+# Our strategy for each published method, with its settings per scenario (GEM has no counterpart here; A-GEM is
+# its cheaper cousin). The regularisation strengths are the ones the authors' scripts use for each scenario
+# (GT-RIPL/Continual-Learning-Benchmark, scripts/split_MNIST_incremental_*.sh), converted to our conventions:
+# their EWC loss is reg_coef * sum F (w - w*)^2 and ours ewc_lambda / 2 * sum F (w - w*)^2, so ewc_lambda is twice
+# their reg_coef; their SI loss has no 1/2, like ours, so si_c is their reg_coef.
+def _same(**hparams) -> dict[str, dict]:
+    """The same settings in every scenario."""
+    return {s: dict(hparams) for s in SCENARIOS}
+
+
+METHODS: dict[str, tuple[str, dict[str, dict]]] = {
+    "fine-tune": ("naive", _same()),
+    "EWC": ("ewc", {"task": {"ewc_lambda": 200.0}, "domain": {"ewc_lambda": 200.0}, "class": {"ewc_lambda": 1200.0}}),
+    "online EWC": ("online-ewc", {"task": {"ewc_lambda": 800.0}, "domain": {"ewc_lambda": 1400.0},
+                                 "class": {"ewc_lambda": 200.0}}),
+    "SI": ("si", {"task": {"si_c": 300.0}, "domain": {"si_c": 3000.0}, "class": {"si_c": 600.0}}),
+    "LwF": ("lwf", _same()),
+    "replay, 1,100 samples": ("replay", _same(buffer_size=1100)),
+    "joint (offline)": ("joint", _same()),
 }
+
+
+def settings(method: str, scenario: str) -> tuple[str, dict]:
+    """The strategy name and hyperparameters we use for `method` in `scenario`."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    name, per_scenario = METHODS[method]
+    return name, dict(per_scenario[scenario])
 
 
 @dataclass
@@ -68,7 +88,7 @@ def build_model(scenario: str, n_tasks: int, hidden: tuple[int, ...]):
 
 def run_cell(method: str, scenario: str, seed: int, setup: Setup) -> float:
     """Final average accuracy (%) of one method in one scenario for one seed."""
-    strategy_name, hparams = METHODS[method]
+    strategy_name, hparams = settings(method, scenario)
     config.set_seed(seed)
     tasks = data.split_mnist(5, scenario, seed=seed, train_size=setup.train_size, test_size=setup.test_size)
     model = build_model(scenario, len(tasks), setup.hidden).to(config.device())

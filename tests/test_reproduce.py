@@ -6,10 +6,22 @@ from cfcourse.strategies import STRATEGIES, make_strategy
 
 
 def test_every_method_we_run_is_a_registered_strategy_with_valid_settings():
-    for method, (name, hparams) in rep.METHODS.items():
+    for method in rep.METHODS:
         assert method in rep.HSU2018
-        assert name in STRATEGIES, f"{method}: no strategy {name!r}"
-        make_strategy(name, **hparams)
+        for scenario in rep.SCENARIOS:
+            name, hparams = rep.settings(method, scenario)
+            assert name in STRATEGIES, f"{method}: no strategy {name!r}"
+            make_strategy(name, **hparams)
+
+
+def test_settings_differ_per_scenario_where_the_authors_tuned_them_and_refuse_unknowns():
+    assert rep.settings("EWC", "class") == ("ewc", {"ewc_lambda": 1200.0})
+    assert rep.settings("EWC", "task") == ("ewc", {"ewc_lambda": 200.0})
+    assert rep.settings("replay, 1,100 samples", "domain") == ("replay", {"buffer_size": 1100})
+    with pytest.raises(ValueError, match="unknown method 'GEM'; choose one of fine-tune"):
+        rep.settings("GEM", "task")
+    with pytest.raises(ValueError, match="unknown scenario 'instance'; choose one of task, domain, class"):
+        rep.settings("EWC", "instance")
 
 
 def test_agreement_is_three_points_or_two_standard_deviations():
