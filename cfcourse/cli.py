@@ -188,10 +188,10 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from .reproduce import Setup, plot, reproduce, table
+    from .reproduce import METHODS, Setup, plot, reproduce, table
     setup = Setup.fast() if args.fast else Setup()
     progress = None if args.json else (lambda c: print(f"  {c.method:24} {c.scenario:6}-IL  {c.mean:6.2f} ± {c.std:.2f}"
-                                                       f"   (paper {c.published:.2f})", flush=True))
+                                                       f"   (paper {c.published:.2f}, {c.seconds:.0f} s)", flush=True))
     cells, wall = reproduce(args.seeds, setup, on_cell=progress)
     if args.plot:
         from pathlib import Path
@@ -199,6 +199,7 @@ def cmd_reproduce(args) -> int:
         plot(cells, args.plot)
     if args.json:
         print(json.dumps({"paper": args.paper, "seeds": args.seeds, "fast": args.fast, "setup": vars(setup),
+                          "settings": {m: dict(zip(("strategy", "hparams"), v)) for m, v in METHODS.items()},
                           "cells": [c.to_dict() for c in cells], "wall_s": round(wall, 1)}))
     else:
         print(table(cells))

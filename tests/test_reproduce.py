@@ -46,3 +46,24 @@ def test_a_small_run_fills_the_table_and_figure(tmp_path):
 def test_seeds_must_be_positive():
     with pytest.raises(ValueError, match="seeds must be a positive integer"):
         rep.reproduce(0)
+
+
+def test_agrees_is_the_rule_the_table_uses():
+    assert rep.agrees([21.0, 22.0], 19.71) and not rep.agrees([30.0, 30.2], 19.71)
+    assert rep.agrees([20.0, 40.0], 19.71)  # mean 30, sample std 14.1: within two of them
+    assert not rep.agrees([23.0], 19.71) and rep.agrees([22.71], 19.71)  # one seed: 3 points exactly is in
+
+
+def test_cli_json_carries_cells_settings_and_times(monkeypatch, capsys):
+    import json
+
+    from cfcourse.cli import main
+    monkeypatch.setattr(rep.Setup, "fast", classmethod(lambda cls: cls(hidden=(16,), epochs=1, train_size=500,
+                                                                         test_size=200)))
+    monkeypatch.setattr(rep, "METHODS", {m: rep.METHODS[m] for m in ("fine-tune", "EWC")})
+    assert main(["reproduce", "hsu2018", "--fast", "--seeds", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(c["method"], c["scenario"]) for c in out["cells"]] == [
+        (m, s) for m in ("fine-tune", "EWC") for s in rep.SCENARIOS]
+    assert all(c["seconds"] > 0 and len(c["ours"]) == 1 for c in out["cells"])
+    assert out["settings"]["EWC"] == {"strategy": "ewc", "hparams": rep.METHODS["EWC"][1]}
