@@ -92,3 +92,28 @@ def permutation_viewer(tasks: list, n_digits: int = 100):
     digit_slider.observe(redraw, names="value")
     redraw()
     return w.VBox([w.HBox([task_slider, digit_slider]), out])
+
+
+def sweep_figure(values, matrices: list, index: int, name: str = "value") -> "plt.Figure":
+    """Run `index`'s accuracy matrix beside the whole sweep's trade-off (the slider's callback); see lesson 06."""
+    from .plots import plot_acc_matrix, plot_stability_plasticity
+
+    if len(values) != len(matrices) or len(values) == 0:
+        raise ValueError(f"need one accuracy matrix per swept value, got {len(values)} values and "
+                         f"{len(matrices)} matrices")
+    if not 0 <= index < len(values):
+        raise ValueError(f"index must be in 0..{len(values) - 1}, got {index}")
+    old = [float(m.R[-1, :-1].mean()) for m in matrices]  # the earlier tasks, after the last one
+    new = [float(m.R.diagonal().mean()) for m in matrices]  # each task right after its own training
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
+    plot_acc_matrix(matrices[index], ax=axes[0], title=f"{name} = {values[index]:g}")
+    plot_stability_plasticity(values, old, new, current=index, xlabel=name, ax=axes[1],
+                              title=f"Every run of the sweep over {name}")
+    return fig
+
+
+def sweep_viewer(values, matrices: list, name: str = "value"):
+    """A slider over a precomputed sweep: each position shows that run's accuracy matrix; see lesson 06."""
+    plt.close(sweep_figure(values, matrices, 0, name))  # refuse bad input before building any widget
+    return scrubber(len(values), lambda i: sweep_figure(values, matrices, i, name), description=name,
+                    step_labels=lambda i: f"{name} = {values[i]:g}")
