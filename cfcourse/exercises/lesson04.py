@@ -1,0 +1,267 @@
+"""Exercises of lesson 04: the diagonal Fisher information and the EWC penalty.
+
+Both references are the package's own code (`cfcourse.strategies.regularization`), wrapped only to take the
+arguments the lesson's exercises take, so the learner's formula and the one EWC trains with can never
+disagree. The checks run on real MNIST digits and small real networks, and name the common mistake a wrong
+answer looks like.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import Task, load_mnist, to_float
+from ..models import MLP
+from ..strategies.regularization import diagonal_fisher, quadratic_penalty, trainable
+from . import Exercise, Verdict, check
+
+Tensors = dict[str, torch.Tensor]
+
+
+# --- the references: the package's functions ------------------------------------------------------
+
+def fisher_diagonal(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Tensors:
+    """The package's `diagonal_fisher` on exactly these digits x (n, 784) in [0, 1] and labels y (n,)."""
+    pixels = (x * 255).round()
+    if not torch.allclose(pixels / 255, x, atol=1e-6) or pixels.min() < 0 or pixels.max() > 255:
+        raise ValueError("x must hold MNIST digits as floats in [0, 1], e.g. to_float(task.train_x[:n])")
+    task = Task("samples", 0, pixels.to(torch.uint8), y, pixels[:0].to(torch.uint8), y[:0], ())
+    return diagonal_fisher(model, task, n_samples=len(y))
+
+
+def ewc_penalty(model: nn.Module, anchor: Tensors, fisher: Tensors, lam: float) -> torch.Tensor:
+    """lam / 2 * sum_i F_i (w_i - anchor_i)^2: the package's EWC penalty for one remembered task."""
+    return lam / 2 * quadratic_penalty(model, anchor, fisher)
+
+
+# --- shared helpers -------------------------------------------------------------------------------
+
+def _named(name: str, fn: Callable) -> Callable:
+    """Give a wrong answer a readable name, for test reports."""
+    fn.__name__ = fn.__qualname__ = name
+    return fn
+
+
+def _small_model(hidden: tuple[int, ...], seed: int, in_features: int = 784, out_features: int = 10) -> MLP:
+    """A small MLP with weights fixed by `seed`, built without touching the global random state."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return MLP(in_features, hidden, out_features)
+
+
+def _as_tensors(got) -> Tensors | None:
+    """A learner's dict of tensors, detached; None when it is not a dict of tensors."""
+    if not isinstance(got, dict) or not all(isinstance(v, torch.Tensor) for v in got.values()):
+        return None
+    return {name: v.detach() for name, v in got.items()}
+
+
+def _same(got: Tensors, want: Tensors, rtol: float = 1e-4) -> bool:
+    """Every tensor equal within `rtol` of the largest value of its parameter."""
+    return all(got[n].shape == w.shape and torch.allclose(got[n].float(), w, rtol=rtol,
+                                                          atol=rtol * float(w.abs().max()) + 1e-12)
+               for n, w in want.items())
+
+
+# --- exercise 1: the diagonal Fisher --------------------------------------------------------------
+
+def _fisher_cases() -> list[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+    """Small networks and real MNIST test digits with their labels."""
+    mnist = load_mnist()
+    x = to_float(mnist.test_images[:12].reshape(-1, 784))  # (12, 784)
+    y = mnist.test_labels[:12]  # (12,)
+    return [(_small_model((16,), seed=0), x[:1], y[:1]),
+            (_small_model((16,), seed=1), x, y),
+            (_small_model((8, 8), seed=2), x[3:10], y[3:10])]
+
+
+def _per_sample(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> list[Tensors]:
+    """For each sample, the gradient of objective(logits (1, classes), y (1,)) with respect to every weight."""
+    params = trainable(model)
+    grads = []
+    for i in range(len(y)):
+        g = torch.autograd.grad(objective(model(x[i:i + 1]), y[i:i + 1]), list(params.values()))
+        grads.append(dict(zip(params, g)))
+    return grads
+
+
+def _log_lik(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return -F.cross_entropy(logits, y)
+
+
+def _mean_of(grads: list[Tensors], fn: Callable[[torch.Tensor], torch.Tensor]) -> Tensors:
+    return {n: torch.stack([fn(g[n]) for g in grads]).mean(0) for n in grads[0]}
+
+
+def _squared_mean_gradient(model, x, y):
+    params = trainable(model)
+    g = torch.autograd.grad(_log_lik(model(x), y), list(params.values()))  # one gradient of the mean
+    return {n: t.square() for n, t in zip(params, g)}
+
+
+def _summed(model, x, y):
+    return {n: f * len(y) for n, f in fisher_diagonal(model, x, y).items()}
+
+
+def _probability(model, x, y):
+    def prob(logits, y):
+        return logits.softmax(1)[0, y[0]]
+    return _mean_of(_per_sample(model, x, y, prob), torch.square)
+
+
+FISHER_MISTAKES = [
+    (_named("squared_the_mean_gradient", _squared_mean_gradient),
+     "it looks like you squared the gradient of the log-likelihood averaged over all samples; the Fisher squares "
+     "each sample's own gradient first, then averages the squares (one backward pass per sample)"),
+    (_named("did_not_square", lambda model, x, y: _mean_of(_per_sample(model, x, y, _log_lik), lambda g: g)),
+     "it looks like you averaged the gradients without squaring them; the Fisher is the mean of the squared "
+     "gradients (so it is never negative)"),
+    (_named("summed_instead_of_mean", _summed),
+     "it looks like a sum over the samples; divide by the number of samples to get the mean"),
+    (_named("gradient_of_the_probability", _probability),
+     "it looks like you took the gradient of the probability p(y|x); take the gradient of its logarithm, "
+     "log p(y|x) = -F.cross_entropy(logits, y)"),
+    (_named("first_sample_only", lambda model, x, y: fisher_diagonal(model, x[:1], y[:1])),
+     "it looks like only the first sample counted; loop over every sample in x"),
+]
+
+
+def _verify_fisher(fn: Callable) -> Verdict:
+    for model, x, y in _fisher_cases():
+        want = fisher_diagonal(model, x, y)
+        got_raw = fn(model, x.clone(), y.clone())
+        for p in model.parameters():
+            p.grad = None  # a learner's loss.backward() must not leak into the next case
+        if got_raw is None:
+            return Verdict(False, "fisher_diagonal returned None: did you forget the `return`?")
+        got = _as_tensors(got_raw)
+        if got is None:
+            return Verdict(False, "fisher_diagonal should return a dict {parameter name: tensor of its shape}, "
+                                  f"like dict(model.named_parameters()); got {type(got_raw).__name__}")
+        if set(got) != set(want):
+            return Verdict(False, f"the dict's keys should be the parameter names {sorted(want)}, "
+                                  f"got {sorted(got)}")
+        shapes = [n for n in want if got[n].shape != want[n].shape]
+        if shapes:
+            n = shapes[0]
+            return Verdict(False, f"{n} should have the shape of the parameter, {tuple(want[n].shape)}, "
+                                  f"got {tuple(got[n].shape)}")
+        if _same(got, want):
+            continue
+        shown = f"on {len(y)} digit(s) with a {_describe(model)} the values differ from the Fisher"
+        for mistake, why in FISHER_MISTAKES:
+            if _same(got, mistake(model, x.clone(), y.clone())):
+                return Verdict(False, f"{shown}: {why}")
+        worst = max(want, key=lambda n: float((got[n] - want[n]).abs().max()))
+        return Verdict(False, f"{shown} (largest difference in {worst}: your {float(got[worst].abs().max()):.3g} "
+                              f"at most, expected {float(want[worst].abs().max()):.3g} at most)")
+    return Verdict(True, "all cases match")
+
+
+def _describe(model: nn.Module) -> str:
+    sizes = [m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
+    return "network 784-" + "-".join(map(str, sizes))
+
+
+# --- exercise 2: the EWC penalty ------------------------------------------------------------------
+
+def _penalty_cases() -> list[tuple[nn.Module, Tensors, Tensors, float]]:
+    """Small networks, anchors near their weights, random non-negative Fishers (some zeros) and strengths."""
+    cases = []
+    for seed, hidden, lam in ((0, (4,), 1.0), (1, (5, 3), 100.0), (2, (3,), 0.37)):
+        model = _small_model(hidden, seed, in_features=6, out_features=3)
+        gen = torch.Generator().manual_seed(seed)
+        anchor = {n: p.detach() + 0.3 * torch.randn(p.shape, generator=gen) for n, p in trainable(model).items()}
+        fisher = {n: torch.rand(p.shape, generator=gen) * (torch.rand(p.shape, generator=gen) > 0.2)
+                  for n, p in trainable(model).items()}
+        cases.append((model, anchor, fisher, lam))
+    model, _, fisher, _ = cases[0]
+    at_anchor = {n: p.detach().clone() for n, p in trainable(model).items()}
+    return cases + [(model, at_anchor, fisher, 5.0)]  # at the anchor the penalty is exactly zero
+
+
+def _plain_sum(model: nn.Module, anchor: Tensors, fisher: Tensors, term: Callable) -> torch.Tensor:
+    """sum over every weight of term(F_i, w_i - anchor_i)."""
+    return sum(term(fisher[n], p - anchor[n]).sum() for n, p in trainable(model).items())
+
+
+PENALTY_MISTAKES = [
+    (_named("forgot_the_half", lambda m, a, f, lam: lam * quadratic_penalty(m, a, f)),
+     "it looks like you left out the 1/2: the penalty is lam / 2 * sum F (w - w*)^2"),
+    (_named("no_fisher", lambda m, a, f, lam: lam / 2 * quadratic_penalty(m, a)),
+     "it looks like every weight counts alike (plain L2 to the old weights); weight each squared distance by "
+     "its Fisher value F_i"),
+    (_named("distance_not_squared",
+            lambda m, a, f, lam: lam / 2 * _plain_sum(m, a, f, lambda fi, d: fi * d)),
+     "it looks like the distance (w - w*) is not squared; without the square, moving a weight down would "
+     "lower the penalty"),
+    (_named("mean_instead_of_sum",
+            lambda m, a, f, lam: lam / 2 * sum((f[n] * (p - a[n]) ** 2).mean() for n, p in trainable(m).items())),
+     "it looks like you took the mean over each parameter's entries; the penalty sums over every weight"),
+    (_named("fisher_squared",
+            lambda m, a, f, lam: lam / 2 * _plain_sum(m, a, f, lambda fi, d: (fi * d) ** 2)),
+     "it looks like the Fisher is squared too; only the distance is: F_i * (w_i - w*_i)^2"),
+    (_named("detached_number", lambda m, a, f, lam: ewc_penalty(m, a, f, lam).item()),
+     "the value is right, but it is a plain number, not a tensor connected to the weights, so loss.backward() "
+     "could not pull the weights back; keep it a torch tensor (no .item(), float() or torch.no_grad())"),
+]
+
+
+def _number(x) -> float:
+    """A one-element tensor or a number, as a float (detached first)."""
+    return float(x.detach()) if isinstance(x, torch.Tensor) else float(x)
+
+
+def _verify_penalty(fn: Callable) -> Verdict:
+    for model, anchor, fisher, lam in _penalty_cases():
+        params = list(trainable(model).values())
+        want = ewc_penalty(model, anchor, fisher, lam)
+        want_grads, want_value = torch.autograd.grad(want, params), _number(want)
+        got = fn(model, {n: t.clone() for n, t in anchor.items()}, {n: t.clone() for n, t in fisher.items()}, lam)
+        if got is None:
+            return Verdict(False, "ewc_penalty returned None: did you forget the `return`?")
+        if not isinstance(got, (int, float, torch.Tensor)) or torch.as_tensor(got).numel() != 1:
+            return Verdict(False, f"ewc_penalty should return one number (a tensor of shape ()), got {got!r:.80}")
+        value = _number(got)
+        shown = f"with lam = {lam:g} on a small network it returned {value:.6g}, expected {want_value:.6g}"
+        if abs(value - want_value) > 1e-5 * max(1.0, abs(want_value)):
+            for mistake, why in PENALTY_MISTAKES[:-1]:
+                if abs(value - _number(mistake(model, anchor, fisher, lam))) <= 1e-5 * max(1.0, abs(value)):
+                    return Verdict(False, f"{shown}: {why}")
+            return Verdict(False, shown)
+        if want_value == 0.0:
+            continue  # at the anchor the gradient is zero too: nothing more to compare
+        if not isinstance(got, torch.Tensor) or not got.requires_grad:
+            return Verdict(False, PENALTY_MISTAKES[-1][1])
+        grads = torch.autograd.grad(got.reshape(()), params, allow_unused=True)
+        if any(g is None for g in grads):
+            return Verdict(False, "the penalty does not depend on every weight: loop over all of "
+                                  "model.named_parameters() (every name in anchor)")
+        if not all(torch.allclose(g, w, rtol=1e-4, atol=1e-6) for g, w in zip(grads, want_grads)):
+            return Verdict(False, "the value is right but its gradient is not: compute it from the model's own "
+                                  "parameters (p from model.named_parameters()), not from copies")
+    return Verdict(True, "all cases match")
+
+
+check.register(Exercise(
+    name="fisher_diagonal",
+    reference=fisher_diagonal,
+    hint="for each sample i: log_p = -F.cross_entropy(model(x[i:i+1]), y[i:i+1]); "
+         "grads = torch.autograd.grad(log_p, params); add each grad ** 2 to a running sum per parameter; "
+         "at the end divide every sum by len(y)",
+    verify_fn=_verify_fisher,
+    wrong_answers=[mistake for mistake, _ in FISHER_MISTAKES],
+))
+
+check.register(Exercise(
+    name="ewc_penalty",
+    reference=ewc_penalty,
+    hint="loop over model.named_parameters(): total = total + (fisher[name] * (p - anchor[name]) ** 2).sum(); "
+         "return lam / 2 * total (a tensor, so that loss.backward() reaches the weights)",
+    verify_fn=_verify_penalty,
+    wrong_answers=[mistake for mistake, _ in PENALTY_MISTAKES],
+))
