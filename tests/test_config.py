@@ -90,3 +90,30 @@ def test_set_seed_refuses_bad_seeds(bad):
 def test_package_exports():
     assert set(cfcourse.__all__) >= {"by_mode", "device", "fast_mode", "set_seed", "__version__"}
     assert cfcourse.__version__
+
+
+def test_one_thread_by_default_and_never_more_than_the_cpus_we_may_use(monkeypatch):
+    monkeypatch.delenv("CFCOURSE_THREADS", raising=False)
+    assert config.thread_count() == 1
+    monkeypatch.setenv("CFCOURSE_THREADS", " ")
+    assert config.thread_count() == 1
+    monkeypatch.setenv("CFCOURSE_THREADS", "2")
+    assert config.thread_count() == min(2, config.cpu_budget())
+    monkeypatch.setenv("CFCOURSE_THREADS", "512")
+    assert config.thread_count() == config.cpu_budget()
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5"])
+def test_bad_thread_counts_are_refused_with_advice(monkeypatch, bad):
+    monkeypatch.setenv("CFCOURSE_THREADS", bad)
+    with pytest.raises(ValueError, match=rf"CFCOURSE_THREADS must be a whole number >= 1, got '{bad}'; unset it"):
+        config.thread_count()
+
+
+def test_limit_threads_sets_torch(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("CFCOURSE_THREADS", "1")
+        assert config.limit_threads() == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
