@@ -53,3 +53,10 @@ def test_has_exercise_with_check_and_solution(path):
     assert 'NotImplementedError("Exercise' in code, f"{path.name}: no exercise stub"
     assert "check." in code, f"{path.name}: no exercise check"
     assert any("solution" in c.get("metadata", {}).get("tags", []) for c in cells), f"{path.name}: no solution cell"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_ends_with_a_summary_and_questions(path):
+    text = "\n".join("".join(c["source"]) for c in load(path)["cells"] if c["cell_type"] == "markdown")
+    assert re.search(r"^#+\s*Summary", text, re.M), f"{path.name}: no Summary section"
+    assert re.search(r"^#+\s*Check yourself", text, re.M | re.I), f"{path.name}: no 'Check yourself' questions"
