@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("benchmark", choices=sorted(BUILDERS), help="which task sequence")
     run.add_argument("--strategy", default="naive", choices=sorted(STRATEGIES), help="continual-learning strategy")
     run.add_argument("--scenario", default=None, choices=SCENARIOS,
-                     help="split-mnist only: task-, domain- or class-incremental (default: class)")
+                     help="task-, domain- or class-incremental (default: class for split-mnist, domain for the "
+                          "others); task gives one head per task, class gives permuted and rotated MNIST 10 new "
+                          "classes per task")
     run.add_argument("--tasks", type=_positive_int, default=5, help="number of tasks (split-mnist: at most 5)")
     run.add_argument("--epochs", type=_positive_int, default=1, help="epochs per task")
     run.add_argument("--hidden", type=_positive_int, nargs="+", default=[400, 400], help="hidden layer sizes")
@@ -123,21 +125,22 @@ def _strategy_from_args(args):
 def _build_tasks(args):
     from . import data
     kwargs = dict(seed=args.seed, train_size=args.train_size, test_size=args.test_size)
-    if args.scenario is not None and args.benchmark != "split-mnist":
-        raise SystemExit(f"error: --scenario applies to split-mnist only, not {args.benchmark}")
     if args.benchmark == "split-mnist":
         args.scenario = args.scenario or "class"
         if args.tasks > len(data.SPLIT_PAIRS):
             raise SystemExit(f"error: split-mnist has at most {len(data.SPLIT_PAIRS)} tasks, got --tasks {args.tasks}")
         return data.split_mnist(args.tasks, args.scenario, **kwargs)
-    return data.BUILDERS[args.benchmark](args.tasks, **kwargs)
+    args.scenario = args.scenario or "domain"
+    return data.BUILDERS[args.benchmark](args.tasks, scenario=args.scenario, **kwargs)
 
 
 def _build_model(args, tasks):
+    """Multi-head for task-IL; one head otherwise, as wide as the scenario's classes; see lesson 03."""
     from .models import MLP, MultiHeadMLP
-    if args.benchmark == "split-mnist" and args.scenario == "task":
-        return MultiHeadMLP(hidden=args.hidden, n_heads=len(tasks), head_size=2)
-    out = 2 if args.benchmark == "split-mnist" and args.scenario == "domain" else 10
+    per_task = 2 if args.benchmark == "split-mnist" else 10
+    if args.scenario == "task":
+        return MultiHeadMLP(hidden=args.hidden, n_heads=len(tasks), head_size=per_task)
+    out = {"domain": per_task, "class": max(max(t.classes) for t in tasks) + 1}[args.scenario]
     return MLP(hidden=args.hidden, out_features=out)
 
 
@@ -152,8 +155,7 @@ def cmd_run(args) -> int:
                        args.batch_size, args.seed, progress=not args.json)
     out = {"benchmark": args.benchmark, "strategy": args.strategy, "tasks": args.tasks, "seed": args.seed,
            "hparams": {h.name: getattr(strategy, h.name) for h in strategy.hparams}, **result.to_dict()}
-    if args.benchmark == "split-mnist":
-        out["scenario"] = args.scenario
+    out["scenario"] = args.scenario
     if args.plot:
         from pathlib import Path
 

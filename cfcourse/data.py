@@ -6,7 +6,7 @@ import hashlib
 import io
 import pickle
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -172,30 +172,49 @@ def make_permutations(n_tasks: int, seed: int = 0, identity_first: bool = True) 
     return perms
 
 
+SCENARIOS = ("task", "domain", "class")
+
+
+def _check_scenario(scenario: str) -> None:
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+
+
+def as_scenario(tasks: list[Task], scenario: str) -> list[Task]:
+    """Ten-digit tasks (permuted, rotated) in a scenario; see lesson 03. domain: the same ten labels for every
+    task (one 10-way head); task: the same labels, one head per task chosen by the task id; class: task t's
+    digits become classes 10t..10t+9, so one 10T-way head must tell every task's digits apart."""
+    _check_scenario(scenario)
+    if scenario != "class":
+        return [replace(t, meta={**t.meta, "scenario": scenario}) for t in tasks]
+    return [replace(t, train_y=t.train_y + 10 * t.task_id, test_y=t.test_y + 10 * t.task_id,
+                    classes=tuple(c + 10 * t.task_id for c in t.classes), meta={**t.meta, "scenario": scenario})
+            for t in tasks]
+
+
 def permuted_mnist(n_tasks: int = 5, seed: int = 0, train_size: int | None = None,
-                   test_size: int | None = None) -> list[Task]:
+                   test_size: int | None = None, scenario: str = "domain") -> list[Task]:
     """Permuted MNIST: each task is all ten digits under its own fixed pixel permutation; see lesson 02."""
     _check_count(n_tasks)
+    _check_scenario(scenario)
     xtr, ytr, xte, yte = _base(train_size, test_size, seed)
     perms = make_permutations(n_tasks, seed)
     identity = torch.arange(N_PIXELS)
 
     def permute(x, p):  # the identity shares memory with MNIST itself; other permutations are copies
         return x if torch.equal(p, identity) else x[:, p]
-    return [Task(f"permutation {t}", t, permute(xtr, p), ytr, permute(xte, p), yte, tuple(range(10)), {"perm": p})
-            for t, p in enumerate(perms)]
+    return as_scenario([Task(f"permutation {t}", t, permute(xtr, p), ytr, permute(xte, p), yte, tuple(range(10)),
+                             {"perm": p}) for t, p in enumerate(perms)], scenario)
 
 
 SPLIT_PAIRS = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
-SCENARIOS = ("task", "domain", "class")
 
 
 def split_mnist(n_tasks: int = 5, scenario: str = "class", seed: int = 0, train_size: int | None = None,
                 test_size: int | None = None) -> list[Task]:
     """Split MNIST: task t holds digits 2t and 2t+1; targets are the digits (class-IL) or 0/1 (task-, domain-IL)."""
     _check_count(n_tasks, most=len(SPLIT_PAIRS))
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    _check_scenario(scenario)
     xtr, ytr, xte, yte = _base(train_size, test_size, seed)
     tasks = []
     for t, pair in enumerate(SPLIT_PAIRS[:n_tasks]):
@@ -218,16 +237,17 @@ def rotate_images(x: torch.Tensor, degrees: float, chunk: int = 10_000) -> torch
 
 
 def rotated_mnist(n_tasks: int = 5, max_degrees: float = 180.0, seed: int = 0, train_size: int | None = None,
-                  test_size: int | None = None) -> list[Task]:
+                  test_size: int | None = None, scenario: str = "domain") -> list[Task]:
     """Rotated MNIST: task t shows every digit turned by t * max_degrees / n_tasks degrees."""
     _check_count(n_tasks)
+    _check_scenario(scenario)
     xtr, ytr, xte, yte = _base(train_size, test_size, seed)
     tasks = []
     for t in range(n_tasks):
         deg = t * max_degrees / n_tasks
         tasks.append(Task(f"rotated {deg:.0f} deg", t, rotate_images(xtr, deg), ytr, rotate_images(xte, deg), yte,
                           tuple(range(10)), {"degrees": deg}))
-    return tasks
+    return as_scenario(tasks, scenario)
 
 
 BUILDERS = {"permuted-mnist": permuted_mnist, "split-mnist": split_mnist, "rotated-mnist": rotated_mnist}

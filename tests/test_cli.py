@@ -169,3 +169,19 @@ def test_python_m_cfcourse_split_too_many_tasks(subprocess_env):
     proc = _cli(subprocess_env, "run", "split-mnist", "--tasks", "6")
     assert proc.returncode == 1
     assert "split-mnist has at most 5 tasks" in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize("benchmark", ["permuted-mnist", "rotated-mnist"])
+def test_ten_digit_benchmarks_in_each_scenario(capsys, benchmark):
+    small = ["--train-size", "4000", "--test-size", "500", "--hidden", "100", "--lr", "0.05"]
+    runs = {s: _run_json(capsys, benchmark, "--scenario", s, "--tasks", "2", *small)
+            for s in ("task", "domain", "class")}
+    assert [r["scenario"] for r in runs.values()] == ["task", "domain", "class"]
+    assert all(r["acc_matrix"][0][0] > 0.7 for r in runs.values())  # each learns task 1
+    # class-IL: task 2's new classes 10-19 take over the single 20-way head, so task 1 is all but lost
+    after = {s: r["acc_matrix"][1][0] for s, r in runs.items()}
+    assert after["class"] < min(0.15, after["domain"], after["task"]), after
+
+
+def test_ten_digit_benchmarks_default_to_domain_il(capsys):
+    assert _run_json(capsys, "permuted-mnist", "--tasks", "2", *SMALL)["scenario"] == "domain"

@@ -296,3 +296,16 @@ def test_task_repr_and_builders():
     t = data.permuted_mnist(1, **SMALL)[0]
     assert repr(t) == "Task('permutation 0', task_id=0, train=600, test=200, classes=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9))"
     assert set(data.BUILDERS) == {"permuted-mnist", "split-mnist", "rotated-mnist"}
+
+
+def test_ten_digit_scenarios_keep_images_and_shift_labels_only_in_class_il():
+    domain = data.permuted_mnist(3, train_size=600, test_size=200)
+    task_il = data.permuted_mnist(3, train_size=600, test_size=200, scenario="task")
+    class_il = data.permuted_mnist(3, train_size=600, test_size=200, scenario="class")
+    for d, t, c in zip(domain, task_il, class_il):
+        assert torch.equal(d.train_x, c.train_x) and torch.equal(d.train_y, t.train_y)
+        assert torch.equal(c.train_y, d.train_y + 10 * d.task_id) and torch.equal(c.test_y, d.test_y + 10 * d.task_id)
+        assert c.classes == tuple(range(10 * d.task_id, 10 * d.task_id + 10))
+        assert (d.meta["scenario"], t.meta["scenario"], c.meta["scenario"]) == ("domain", "task", "class")
+    with pytest.raises(ValueError, match="unknown scenario 'online'; choose one of task, domain, class"):
+        data.rotated_mnist(2, scenario="online")
