@@ -85,3 +85,44 @@ def test_every_registered_exercise_reports_a_stub_and_goes_on_with_the_reference
 def test_unknown_exercise_names_the_known_ones():
     with pytest.raises(AttributeError, match="known:"):
         check.no_such_exercise
+
+
+# --- every lesson: each exercise has its stub, its check and a solution cell whose code passes that check -------
+
+import json  # noqa: E402
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+LESSONS = sorted((Path(__file__).resolve().parent.parent / "lessons").glob("*.ipynb"))
+
+
+def _lesson_exercises(path: Path) -> tuple[str, list[str], dict[str, str]]:
+    """The lesson's first code cell (its imports), the exercises it checks, and the solution code per name."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    code_cells = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    names = re.findall(r"^(\w+) = check\.\1\(\1\)", "\n".join(code_cells), re.M)
+    solutions = {}
+    for c in cells:
+        if "solution" in c.get("metadata", {}).get("tags", []):
+            text = "".join(c["source"])
+            assert "<details><summary>Show solution</summary>" in text, f"{path.name}: a solution cell is not folded"
+            for block in re.findall(r"```python\n(.*?)```", text, re.S):
+                for name in re.findall(r"^def (\w+)\(", block, re.M):
+                    solutions.setdefault(name, block)
+    setup = "\n".join(line for line in code_cells[0].splitlines() if not line.startswith("%"))
+    return setup, names, solutions
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_each_exercise_has_a_stub_a_check_and_a_solution_that_passes(path):
+    setup, names, solutions = _lesson_exercises(path)
+    assert names, f"{path.name}: no `name = check.name(name)` exercise"
+    code = path.read_text(encoding="utf-8")
+    for name in names:
+        assert f"def {name}(" in code and 'raise NotImplementedError(\\"Exercise' in code, f"{path.name}: {name}"
+        assert name in solutions, f"{path.name}: exercise {name} has no solution cell defining it"
+        namespace: dict = {}
+        exec(setup, namespace)  # noqa: S102 - our own notebook's imports
+        exec(solutions[name], namespace)  # noqa: S102 - our own notebook's solution
+        verdict = getattr(check, name).verify(namespace[name])
+        assert verdict.ok, f"{path.name}: the solution of {name} fails its own check: {verdict.message}"
