@@ -1,7 +1,6 @@
 """The exercises of lessons 00 and 01: each check passes the reference, fails known mistakes and the stub."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 
