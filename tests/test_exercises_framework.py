@@ -1,4 +1,8 @@
 """The exercise machinery: answers compared with references, verdicts printed, stuck learners carried on."""
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -88,10 +92,6 @@ def test_unknown_exercise_names_the_known_ones():
 
 
 # --- every lesson: each exercise has its stub, its check and a solution cell whose code passes that check -------
-
-import json  # noqa: E402
-import re  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 LESSONS = sorted((Path(__file__).resolve().parent.parent / "lessons").glob("*.ipynb"))
 
