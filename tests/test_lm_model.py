@@ -11,12 +11,6 @@ import torch
 from cfcourse.lm import domains, measures, probes
 from cfcourse.lm import model as lm_model
 from cfcourse.lm.model import ModelError, load_model
-from test_lm_domains import make_lm_data_dir
-
-
-@pytest.fixture(scope="module")
-def lm_data(tmp_path_factory, real_cache) -> Path:
-    return make_lm_data_dir(tmp_path_factory.mktemp("lm-data"), real_cache)
 
 
 @pytest.fixture(autouse=True)
