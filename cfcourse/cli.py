@@ -134,23 +134,14 @@ def _build_tasks(args):
     return data.BUILDERS[args.benchmark](args.tasks, scenario=args.scenario, **kwargs)
 
 
-def _build_model(args, tasks):
-    """Multi-head for task-IL; one head otherwise, as wide as the scenario's classes; see lesson 03."""
-    from .models import MLP, MultiHeadMLP
-    per_task = 2 if args.benchmark == "split-mnist" else 10
-    if args.scenario == "task":
-        return MultiHeadMLP(hidden=args.hidden, n_heads=len(tasks), head_size=per_task)
-    out = {"domain": per_task, "class": max(max(t.classes) for t in tasks) + 1}[args.scenario]
-    return MLP(hidden=args.hidden, out_features=out)
-
-
 def cmd_run(args) -> int:
+    from .models import for_scenario
     from .train import run_tasks, sgd
 
     config.set_seed(args.seed)  # seeds the model's initial weights
     strategy = _strategy_from_args(args)
     tasks = _build_tasks(args)
-    model = _build_model(args, tasks).to(config.device())
+    model = for_scenario(args.scenario, tasks, args.hidden).to(config.device())
     result = run_tasks(model, tasks, strategy, sgd(args.lr, args.momentum), args.epochs,
                        args.batch_size, args.seed, progress=not args.json)
     out = {"benchmark": args.benchmark, "strategy": args.strategy, "tasks": args.tasks, "seed": args.seed,

@@ -65,6 +65,19 @@ class MultiHeadMLP(nn.Module):
         return out[torch.arange(len(x)), task_id]  # one head per sample
 
 
+def for_scenario(scenario: str, tasks: list, hidden: Sequence[int] = (400, 400)) -> nn.Module:
+    """The network for `tasks` in `scenario`; see lesson 03. task: one head per task, as wide as a task's
+    classes; domain: one head of that width shared by all tasks; class: one head for every task's classes."""
+    per_task = len(tasks[0].classes)  # split MNIST: 2 digits; permuted and rotated MNIST: 10
+    if scenario == "task":
+        return MultiHeadMLP(hidden=hidden, n_heads=len(tasks), head_size=per_task)
+    if scenario == "domain":
+        return MLP(hidden=hidden, out_features=per_task)
+    if scenario == "class":
+        return MLP(hidden=hidden, out_features=max(max(t.classes) for t in tasks) + 1)
+    raise ValueError(f"unknown scenario {scenario!r}; choose one of task, domain, class")
+
+
 def forward(model: nn.Module, x: torch.Tensor, task_id: int | torch.Tensor) -> torch.Tensor:
     """Call any model: multi-head models get the task id, others only the inputs."""
     return model(x, task_id) if getattr(model, "multi_head", False) else model(x)

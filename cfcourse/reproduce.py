@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from . import config, data
-from .models import MLP, MultiHeadMLP
+from .models import for_scenario
 from .strategies import STRATEGIES, make_strategy
 from .train import adam, run_tasks
 
@@ -90,19 +90,12 @@ class Setup:
         return hparams
 
 
-def build_model(scenario: str, n_tasks: int, hidden: tuple[int, ...]):
-    """Multi-head for task-IL (one 2-way head per task), one shared head otherwise (2 or 10 outputs)."""
-    if scenario == "task":
-        return MultiHeadMLP(hidden=hidden, n_heads=n_tasks, head_size=2)
-    return MLP(hidden=hidden, out_features=2 if scenario == "domain" else 10)
-
-
 def run_cell(method: str, scenario: str, seed: int, setup: Setup) -> float:
     """Final average accuracy (%) of one method in one scenario for one seed."""
     strategy_name, hparams = settings(method, scenario)
     config.set_seed(seed)
     tasks = data.split_mnist(5, scenario, seed=seed, train_size=setup.train_size, test_size=setup.test_size)
-    model = build_model(scenario, len(tasks), setup.hidden).to(config.device())
+    model = for_scenario(scenario, tasks, setup.hidden).to(config.device())
     strategy = make_strategy(strategy_name, **setup.hparams_for(strategy_name, hparams))
     result = run_tasks(model, tasks, strategy, adam(setup.lr), setup.epochs,
                        setup.batch_size, seed, progress=False)

@@ -88,3 +88,18 @@ def test_forward_passes_task_id_only_to_multihead_models():
     assert torch.equal(models.forward(mh, x, 3), mh(x, 3))
     plain = nn.Sequential(nn.Linear(784, 5))  # any torch.nn.Module works
     assert models.forward(plain, x, 0).shape == (3, 5)
+
+
+def test_for_scenario_builds_the_head_each_scenario_needs():
+    from cfcourse import data
+    from cfcourse.models import for_scenario
+
+    split = {s: data.split_mnist(5, s, train_size=500, test_size=100) for s in ("task", "domain", "class")}
+    permuted = data.permuted_mnist(3, train_size=500, test_size=100, scenario="class")
+    task_il = for_scenario("task", split["task"], (16,))
+    assert isinstance(task_il, models.MultiHeadMLP) and (task_il.n_heads, task_il.head_size) == (5, 2)
+    assert for_scenario("domain", split["domain"], (16,)).head.out_features == 2
+    assert for_scenario("class", split["class"], (16,)).head.out_features == 10
+    assert for_scenario("class", permuted, (16,)).head.out_features == 30
+    with pytest.raises(ValueError, match="unknown scenario 'online'; choose one of task, domain, class"):
+        for_scenario("online", permuted)
