@@ -45,9 +45,9 @@ def test_runs_are_reproducible(tiny):
 def test_bad_settings_are_refused(tiny):
     with pytest.raises(ValueError, match="steps must be at least 1"):
         ft.FinetuneConfig(steps=0)
-    with pytest.raises(ValueError, match="lr must be positive"):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
         ft.FinetuneConfig(lr=-1)
     with pytest.raises(ValueError, match=r"trainable_layers must be in 1..4, got 5"):
         ft.freeze_all_but_top(tiny, 5)
     with pytest.raises(ValueError, match="train_blocks must be"):
-        ft.finetune(tiny, _blocks(n=1), ft.FinetuneConfig(batch_size=2))
+        ft.finetune(tiny, _blocks(n=1)[0], ft.FinetuneConfig(batch_size=2, trainable_layers=1))

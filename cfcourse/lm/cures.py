@@ -1,0 +1,208 @@
+"""Cures for forgetting when a language model is fine-tuned on a new domain; see lesson 09.
+
+Each cure is one knob of `finetune.FinetuneConfig`, and they combine:
+
+- a lower learning rate (`lr`): the simplest cure, and often the strongest;
+- replay mixing (`replay_ratio`): a share of every batch is old-domain text (`old_blocks`), so the model keeps
+  practising what it knew; `replay_schedule` spreads the replayed blocks so the share is exact over the run;
+- L2 to the start (`l2`): a penalty l2/2 * sum (w - w_start)^2 on the trained weights (`L2ToStart`);
+- EWC (`ewc`): the same pull, weighted per weight by a diagonal Fisher estimated on a sample of old-domain text
+  (`lm_fisher`, `EWCPenalty`), so weights the old text relies on move least;
+- LoRA (`lora_rank`, `lora_targets`): train low-rank adapters beside frozen weights, through `peft`
+  (`add_lora`); the adapters are merged into the weights after training;
+- self-generated replay: when the old data is gone, sample text from the model before fine-tuning
+  (`self_generated_blocks`) and replay that instead.
+
+The learning-forgetting trade-off (`tradeoff_point`) puts each setting on one plane: how much of the new
+domain it learned against how much of the old domains it lost.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .measures import lm_loss
+
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+# --- replay mixing -----------------------------------------------------------------------------------------------
+
+def replay_schedule(steps: int, batch_size: int, ratio: float) -> list[int]:
+    """How many of each step's `batch_size` blocks are replayed old text, so that the share over the run is `ratio`.
+
+    The counts are spread evenly (step s replays floor((s+1)·b·r) − floor(s·b·r) blocks), so a ratio of 0.25
+    with batches of 2 replays one block every other step, and over any run the total is round down of
+    steps·batch_size·ratio, never off by more than one block.
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"replay ratio must be in [0, 1): the share of each batch that is old text, got {ratio}")
+    total = batch_size * ratio
+    return [math.floor((s + 1) * total + 1e-9) - math.floor(s * total + 1e-9) for s in range(steps)]
+
+
+def mixed_batch(new_blocks: torch.Tensor, old_blocks: torch.Tensor | None, batch_size: int, n_old: int,
+                generator: torch.Generator) -> torch.Tensor:
+    """One batch of `batch_size` blocks: `n_old` drawn from `old_blocks`, the rest from `new_blocks`, by index."""
+    new_idx = torch.randint(0, new_blocks.shape[0], (batch_size - n_old,), generator=generator)
+    parts = [new_blocks[new_idx]]
+    if n_old:
+        old_idx = torch.randint(0, old_blocks.shape[0], (n_old,), generator=generator)
+        parts.append(old_blocks[old_idx])
+    return torch.cat(parts)
+
+
+# --- penalties: L2 to the start, EWC -----------------------------------------------------------------------------
+
+def l2_penalty(params, start, strength: float, weights=None) -> torch.Tensor:
+    """strength/2 · Σ w · (p − p_start)² over every weight of `params` (w = 1 without `weights`): the pull back to
+    the starting weights; 0 at the start, growing with the square of the distance."""
+    total = params[0].new_zeros(())
+    for i, (p, p0) in enumerate(zip(params, start)):
+        d2 = (p - p0).pow(2)
+        total = total + (d2 if weights is None else weights[i] * d2).sum()
+    return 0.5 * strength * total
+
+
+class L2ToStart:
+    """strength/2 · Σ (w − w_start)² over `params`, with w_start their values when this is made."""
+
+    def __init__(self, params: list[torch.nn.Parameter], strength: float):
+        if not strength >= 0:
+            raise ValueError(f"the L2 strength must be >= 0, got {strength}")
+        self.params, self.strength = list(params), float(strength)
+        self.start = [p.detach().clone() for p in self.params]
+        self.weights = None
+
+    def __call__(self) -> torch.Tensor:
+        return l2_penalty(self.params, self.start, self.strength, self.weights)
+
+
+class EWCPenalty(L2ToStart):
+    """strength/2 · Σ F · (w − w_start)², F a diagonal Fisher from old-domain text (`lm_fisher`)."""
+
+    def __init__(self, params: list[torch.nn.Parameter], fisher: list[torch.Tensor], strength: float):
+        super().__init__(params, strength)
+        if len(fisher) != len(self.params) or any(f.shape != p.shape for f, p in zip(fisher, self.params)):
+            raise ValueError("the Fisher must have one tensor per trained parameter, of the same shape")
+        self.weights = [f.detach() for f in fisher]
+
+
+def lm_fisher(model, blocks: torch.Tensor, params: list[torch.nn.Parameter], chunk_size: int = 128,
+              normalise: bool = True) -> list[torch.Tensor]:
+    """Diagonal empirical Fisher of `params` on old-domain `blocks`: the mean over blocks of the squared gradient
+    of each block's mean next-token loss.
+
+    With `normalise` the Fisher is divided by its mean over all weights, so its scale is 1 on average and the
+    EWC strength reads like an L2 strength (a weight of average importance feels exactly the L2 pull).
+    """
+    if blocks.ndim != 2 or blocks.shape[0] < 1:
+        raise ValueError(f"blocks must be (n_blocks >= 1, block_len), got {tuple(blocks.shape)}")
+    fisher = [torch.zeros_like(p) for p in params]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()  # no dropout: the Fisher of the model as it is
+    try:
+        for i in range(blocks.shape[0]):
+            total, count = lm_loss(model, blocks[i:i + 1].to(device), chunk_size=chunk_size)
+            grads = torch.autograd.grad(total / count, params, allow_unused=True)
+            for f, g in zip(fisher, grads):
+                if g is not None:
+                    f += g.detach() ** 2
+    finally:
+        model.train(was_training)
+    fisher = [f / blocks.shape[0] for f in fisher]
+    if normalise:
+        mean = sum(float(f.sum()) for f in fisher) / sum(f.numel() for f in fisher)
+        if mean > 0:
+            fisher = [f / mean for f in fisher]
+    return fisher
+
+
+# --- LoRA through peft -------------------------------------------------------------------------------------------
+
+def add_lora(model, rank: int, targets=DEFAULT_LORA_TARGETS, alpha: float | None = None, dropout: float = 0.0,
+             top_layers: int | None = None):
+    """Wrap `model` with LoRA adapters of `rank` on the modules named in `targets`; only the adapters train.
+
+    Returns peft's model; its base weights are the original tensors, untouched by training. `alpha` defaults to
+    2·rank (the scale alpha/rank is then 2 at every rank, so ranks compare at the same learning rate).
+    `top_layers` puts adapters only in the top decoder layers (None: every layer); the backward pass then stops
+    there, which on a CPU is most of the time saved.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be at least 1, got {rank}")
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    unknown = sorted(set(targets) - names)
+    if unknown:
+        raise ValueError(f"LoRA targets {unknown} are not Linear modules of this model; choose from {sorted(names)}")
+    where = {}
+    if top_layers is not None:
+        from .finetune import decoder_layers
+
+        n = len(decoder_layers(model))
+        if not 1 <= top_layers <= n:
+            raise ValueError(f"top_layers must be in 1..{n}, got {top_layers}")
+        where = dict(layers_to_transform=list(range(n - top_layers, n)), layers_pattern="layers")
+    config = LoraConfig(r=rank, lora_alpha=2 * rank if alpha is None else alpha, lora_dropout=dropout,
+                        target_modules=list(targets), bias="none", task_type="CAUSAL_LM", **where)
+    return get_peft_model(model, config)
+
+
+def merge_lora(peft_model):
+    """Fold the adapters into the weights and return the plain model (the object that was wrapped)."""
+    return peft_model.merge_and_unload()
+
+
+# --- self-generated replay ---------------------------------------------------------------------------------------
+
+SELF_REPLAY_PROMPTS = ("", "The", "In", "def", "Question:", "It is", "A", "When")
+
+
+@torch.no_grad()
+def self_generated_blocks(model, tokenizer, n_blocks: int, block_len: int = 128, seed: int = 0,
+                          temperature: float = 1.0, top_k: int = 50, prompts=SELF_REPLAY_PROMPTS,
+                          batch_size: int = 8) -> torch.Tensor:
+    """Text sampled from `model` itself, as (n_blocks, block_len) token blocks: replay for when the old data is gone.
+
+    Each block starts from the end-of-text token (the separator between documents) and one of `prompts`, then the model writes the rest
+    (sampling with `temperature` and `top_k`, seeded). Sampled before fine-tuning, these blocks carry what the
+    model knew in its own words; replaying them pulls the fine-tuned model back towards its old distribution.
+    """
+    if n_blocks < 1 or block_len < 4:
+        raise ValueError(f"need n_blocks >= 1 and block_len >= 4, got {n_blocks} and {block_len}")
+    device = next(model.parameters()).device
+    bos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.bos_token_id
+    torch.manual_seed(seed)  # generate() samples from the global generator
+    out = []
+    for s in range(0, n_blocks, batch_size):
+        starts = [[bos] + tokenizer(prompts[(s + i) % len(prompts)], add_special_tokens=False)["input_ids"]
+                  for i in range(min(batch_size, n_blocks - s))]
+        width = min(len(x) for x in starts)  # same-length prompts: no padding inside a block
+        ids = torch.tensor([x[:width] for x in starts], device=device)
+        gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                             temperature=temperature, top_k=top_k, max_new_tokens=block_len - width,
+                             min_new_tokens=block_len - width, pad_token_id=tokenizer.eos_token_id)
+        out.append(gen[:, :block_len].cpu())
+    return torch.cat(out)
+
+
+# --- the trade-off -----------------------------------------------------------------------------------------------
+
+def tradeoff_point(before: dict[str, float], after: dict[str, float], new_domain: str) -> dict[str, float]:
+    """Where one setting lands: the new domain's perplexity gain and the old domains' mean perplexity rise.
+
+    gain = 1 − ppl_after/ppl_before on the new domain (0.3: 30% lower perplexity);
+    rise = the geometric mean over the old domains of ppl_after/ppl_before, minus 1 (0.3: 30% higher).
+    """
+    if new_domain not in before or new_domain not in after:
+        raise ValueError(f"the new domain {new_domain!r} must be measured before and after")
+    old = [d for d in before if d != new_domain and d in after]
+    if not old:
+        raise ValueError("measure at least one old domain besides the new one")
+    rise = math.exp(sum(math.log(after[d] / before[d]) for d in old) / len(old)) - 1
+    return {"gain": 1 - after[new_domain] / before[new_domain], "rise": rise,
+            "old_rise": {d: after[d] / before[d] - 1 for d in old}}
