@@ -5,6 +5,7 @@ import math
 import os
 import random
 import sys
+import time
 from pathlib import Path
 from typing import TypeVar
 
@@ -88,14 +89,14 @@ def cpu_budget() -> int:
     return max(1, n)
 
 
-def thread_count() -> int:
-    """Torch threads for the course: CFCOURSE_THREADS (default 1), never more than cpu_budget().
+def thread_count(default: int = 1) -> int:
+    """Torch threads for the course: CFCOURSE_THREADS (else `default`, 1), never more than cpu_budget().
 
     One thread by default: the course's networks are small, and on a shared machine (a classroom hub, a busy
     laptop) a second thread mostly spins while it waits; measured on 2 busy cores, the lessons ran up to 30 times
     slower with 2 threads than with 1. On a quiet machine CFCOURSE_THREADS=2 is about 1.7 times faster.
     """
-    raw = os.environ.get("CFCOURSE_THREADS", "").strip() or "1"
+    raw = os.environ.get("CFCOURSE_THREADS", "").strip() or str(default)
     try:
         wanted = int(raw)
     except ValueError:
@@ -103,6 +104,26 @@ def thread_count() -> int:
     if wanted < 1:
         raise ValueError(f"CFCOURSE_THREADS must be a whole number >= 1, got {raw!r}; unset it for 1 thread")
     return min(wanted, cpu_budget())
+
+
+def idle_cpus(sample_s: float = 0.25) -> float | None:
+    """How many CPUs sat idle over the last `sample_s` seconds (from /proc/stat), or None where that is unknown.
+
+    The load average is no good for this: it decays over minutes, so it still counts a job that just ended.
+    """
+    def times():
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        values = [int(x) for x in fields]
+        return sum(values[:8]), values[3] + values[4]  # all time (without guest), idle + iowait
+    try:
+        total0, idle0 = times()
+        time.sleep(sample_s)
+        total1, idle1 = times()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (os.cpu_count() or 1) * (idle1 - idle0) / (total1 - total0)
 
 
 def limit_threads() -> int:

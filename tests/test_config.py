@@ -117,3 +117,13 @@ def test_limit_threads_sets_torch(monkeypatch):
         assert config.limit_threads() == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_idle_cpus_is_a_share_of_the_cpus_or_unknown(monkeypatch):
+    import os
+
+    idle = config.idle_cpus(0.05)
+    if idle is not None:
+        assert 0.0 <= idle <= (os.cpu_count() or 1) + 1e-9
+    monkeypatch.setattr(config, "Path", lambda _: Path("/nonexistent/stat"))
+    assert config.idle_cpus(0.01) is None

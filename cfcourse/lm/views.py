@@ -1,0 +1,137 @@
+"""Figures and widgets of the language-model lessons: perplexity before and after, the recorded run, the trade-off.
+
+Every widget redraws from a plain function that returns a figure, so the
+functions are tested without a browser, as in cfcourse.widgets.
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from ..widgets import scrubber, show_figure
+
+
+def plot_perplexity_change(before: dict[str, float], after: dict[str, float], new_domain: str | None = None,
+                           ax=None, title: str = "Perplexity on held-out text of each domain",
+                           labels: tuple[str, str] = ("before", "after")):
+    """Pairs of bars per domain (before, after) with the change written above; the new domain is marked."""
+    names = list(before)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.4))
+    x = np.arange(len(names))
+    b = [before[d] for d in names]
+    a = [after[d] for d in names]
+    ax.bar(x - 0.2, b, 0.4, label=labels[0], color="#9ab")
+    ax.bar(x + 0.2, a, 0.4, label=labels[1], color="#d62")
+    for i, d in enumerate(names):
+        ax.annotate(f"{a[i] / b[i] - 1:+.0%}", (x[i] + 0.2, a[i]), ha="center", va="bottom", fontsize=9)
+    ax.set_xticks(x, [f"{d}\n(new)" if d == new_domain else d for d in names])
+    ax.set_ylabel("perplexity (lower is better)")
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    return ax
+
+
+def step_figure(snapshots, index: int, new_domain: str = "legal"):
+    """Perplexity of each domain across the recorded run (relative to step 0), up to snapshot `index`, and the
+    model's answer at that step; the callback of step_viewer."""
+    steps = [s.step for s in snapshots]
+    names = list(snapshots[0].ppl)
+    fig, (ax, tx) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1.1, 1]})
+    for d in names:
+        rel = [s.ppl[d] / snapshots[0].ppl[d] - 1 for s in snapshots]
+        style = dict(lw=2.5) if d == new_domain else dict(lw=1.5, ls="--")
+        line, = ax.plot(steps, np.array(rel) * 100, label=d, alpha=0.25, **style)
+        ax.plot(steps[:index + 1], np.array(rel[:index + 1]) * 100, color=line.get_color(), **style)
+        ax.plot(steps[index], rel[index] * 100, "o", color=line.get_color())
+    ax.axhline(0, color="k", lw=0.8)
+    ax.axvline(steps[index], color="0.5", lw=0.8)
+    ax.set_xlabel("fine-tuning step")
+    ax.set_ylabel("perplexity change from step 0 (%)")
+    ax.set_title(f"step {steps[index]}")
+    ax.legend(frameon=False, fontsize=8)
+    tx.axis("off")
+    import textwrap
+
+    answer = textwrap.fill(" ".join(snapshots[index].answer.split()), 60)
+    tx.text(0, 1, f"The model's answer at step {steps[index]}:\n\n{answer}", va="top", fontsize=9, family="serif")
+    fig.tight_layout()
+    return fig
+
+
+def step_viewer(snapshots, question: str = "", new_domain: str = "legal"):
+    """A slider over a recorded fine-tuning run: each domain's perplexity and the model's answer at that step."""
+    if not snapshots:
+        raise ValueError("no snapshots: record the run with lab.train(..., record={...})")
+    return scrubber(len(snapshots), lambda i: step_figure(snapshots, i, new_domain), description="snapshot",
+                    start=len(snapshots) - 1, step_labels=lambda i: f"step {snapshots[i].step}" +
+                    (f" · {question}" if question else ""))
+
+
+def plot_tradeoff(points: list[dict], selected: int | None = None, ax=None,
+                  title: str = "Learning the new domain against forgetting the old ones"):
+    """One point per setting: new-domain gain (x) against old-domain rise (y), both in %; `selected` is ringed.
+
+    Each point is a dict with "label", "gain" and "rise" (from cures.tradeoff_point) and optionally "kind"
+    (the family of the setting, one colour each). The best corner is bottom right: learned much, forgot little.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4.6))
+    kinds = list(dict.fromkeys(p.get("kind", "setting") for p in points))
+    colours = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
+    for kind in kinds:
+        mine = [p for p in points if p.get("kind", "setting") == kind]
+        ax.scatter([100 * p["gain"] for p in mine], [100 * p["rise"] for p in mine], s=40, label=kind,
+                   color=colours[kind], zorder=3)
+    for p in points:
+        ax.annotate(p["label"], (100 * p["gain"], 100 * p["rise"]), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")
+    if selected is not None:
+        p = points[selected]
+        ax.scatter([100 * p["gain"]], [100 * p["rise"]], s=260, facecolors="none", edgecolors="k", lw=1.5, zorder=4)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xlabel("new domain learned: perplexity drop (%)  →  better")
+    ax.set_ylabel("old domains forgotten: perplexity rise (%)")
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8)
+    return ax
+
+
+def tradeoff_text(point: dict) -> str:
+    """The settings and numbers of one point of the trade-off, as a few lines of text."""
+    lines = [point["label"], f"new domain: perplexity {-100 * point['gain']:+.0f}%",
+             f"old domains (geometric mean): {100 * point['rise']:+.0f}%"]
+    lines += [f"  {d}: {100 * v:+.0f}%" for d, v in point.get("old_rise", {}).items()]
+    if point.get("seconds") is not None:
+        lines.append(f"training: {point['seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+def tradeoff_figure(points: list[dict], selected: int):
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    plot_tradeoff(points, selected, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def tradeoff_viewer(points: list[dict]):
+    """The trade-off figure with a list of its settings: selecting one rings its point and shows its numbers."""
+    import ipywidgets as w
+
+    if not points:
+        raise ValueError("no points: train at least one setting first")
+    chooser = w.Select(options=[(p["label"], i) for i, p in enumerate(points)], value=0, rows=min(8, len(points)),
+                       description="setting", layout=w.Layout(width="330px"))
+    details = w.HTML()
+    out = w.Output()
+
+    def redraw(change=None) -> None:
+        i = chooser.value
+        details.value = "<pre>" + tradeoff_text(points[i]) + "</pre>"
+        with out:
+            out.clear_output(wait=True)
+            show_figure(tradeoff_figure(points, i))
+
+    chooser.observe(redraw, names="value")
+    redraw()
+    return w.HBox([out, w.VBox([chooser, details])])

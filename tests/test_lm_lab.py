@@ -1,0 +1,190 @@
+"""The lessons' shared experiment (lab) and its figures (views), on tiny random Llamas with the course tokenizer."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import matplotlib
+import pytest
+import torch
+
+from cfcourse.lm import lab, views
+from cfcourse.lm import finetune as ft
+from cfcourse.lm.model import DEFAULT_MODEL, MANIFEST, ModelError, load_model
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(scope="module")
+def tok(lm_data):
+    from transformers import AutoTokenizer
+
+    t = AutoTokenizer.from_pretrained(lm_data / DEFAULT_MODEL)
+    t.pad_token = t.pad_token or t.eos_token
+    return t
+
+
+def _tiny(vocab):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=160,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture
+def data_dir(lm_data, monkeypatch):
+    """CFCOURSE_DATA with the text assets; runs and cached answers are written under it."""
+    monkeypatch.setenv("CFCOURSE_DATA", str(lm_data))
+    return lm_data
+
+
+def test_settings_follow_the_mode(monkeypatch):
+    monkeypatch.setenv("CFCOURSE_FAST", "0")
+    full = lab.settings()
+    monkeypatch.setenv("CFCOURSE_FAST", "1")
+    fast = lab.settings()
+    assert fast.finetune.steps < full.finetune.steps
+    assert fast.eval_blocks * fast.block_len < full.eval_blocks * full.block_len
+    assert full.finetune.trainable_layers == 10 and full.finetune.batch_size == 2
+
+
+def test_threads_are_two_on_a_quiet_machine_and_one_on_a_busy_one(monkeypatch):
+    from cfcourse import config
+
+    monkeypatch.delenv("CFCOURSE_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(config, "idle_cpus", lambda: 1.9)
+        assert lab.use_threads() == min(2, config.cpu_budget()) == torch.get_num_threads()
+        monkeypatch.setattr(config, "idle_cpus", lambda: 0.9)
+        assert lab.use_threads() == 1 == torch.get_num_threads()
+        monkeypatch.setenv("CFCOURSE_THREADS", "2")
+        assert lab.use_threads() == min(2, config.cpu_budget())
+        monkeypatch.setenv("CFCOURSE_THREADS", "1")
+        monkeypatch.setattr(config, "idle_cpus", lambda: None)
+        assert lab.use_threads() == 1
+        monkeypatch.delenv("CFCOURSE_THREADS")
+        assert lab.use_threads() == 1  # idle CPUs unknown: the safe choice
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_held_out_blocks_and_old_text_never_use_held_out_documents(tok, data_dir):
+    blocks = lab.held_out(tok, n_blocks=2, block_len=32, names=("legal", "code"))
+    assert {d: tuple(b.shape) for d, b in blocks.items()} == {"legal": (2, 32), "code": (2, 32)}
+    with pytest.raises(ValueError, match="needs medical_docs"):
+        lab.held_out(tok, n_blocks=2, block_len=32, names=("medical",))
+    old = lab.old_text(tok, n_blocks=3, block_len=32)
+    assert old.shape == (9, 32)
+    assert torch.equal(old, lab.old_text(tok, n_blocks=3, block_len=32))  # fixed shuffle
+    held = set(map(tuple, lab.held_out(tok, n_blocks=3, block_len=32, names=("code", "docs")).values()
+                   .__iter__().__next__().tolist()))
+    assert not held & set(map(tuple, old.tolist()))
+
+
+def test_medical_reference_is_cached_per_model(tok, data_dir, monkeypatch, tmp_path):
+    model = _tiny(len(tok))
+    folder = tmp_path / "tiny"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    first = lab.medical_reference(model, tok, max_new_tokens=4, model_name=str(folder), verbose=False)
+    assert len(first) == 20 and all(d.text.startswith("Question: ") for d in first)
+    cached = list((data_dir / "lm-runs").glob("medical-heldout-4-*.json"))
+    assert len(cached) == 1
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("answered again instead of using the cache")
+    monkeypatch.setattr("cfcourse.lm.measures.generate", no_generation)
+    again = lab.medical_reference(model, tok, max_new_tokens=4, model_name=str(folder), verbose=False)
+    assert [d.text for d in again] == [d.text for d in first]
+
+
+def test_a_run_is_trained_measured_saved_and_reused(tok, data_dir):
+    model = _tiny(len(tok))
+    blocks = lab.held_out(tok, n_blocks=2, block_len=16, names=("legal", "code"))
+    before = lab.measure(model, blocks)
+    cfg = ft.FinetuneConfig(steps=4, batch_size=2, lr=1e-2, trainable_layers=1, gradient_checkpointing=False)
+    record = {"blocks": {d: b[:1] for d, b in blocks.items()}, "prompt": "What is a fever?", "every": 2,
+              "tokens": 3}
+    run = lab.train(model, tok, cfg, before, blocks, name="tiny-legal", record=record, verbose=False)
+    assert [s.step for s in run.snapshots] == [0, 2, 4]
+    assert run.snapshots[0].ppl == lab.measure(_tiny(len(tok)), record["blocks"])
+    assert run.after == lab.measure(model, blocks)
+    assert run.change()["legal"] == pytest.approx(run.after["legal"] / before["legal"] - 1)
+    folder = data_dir / "lm-runs" / "tiny-legal"
+    assert (folder / MANIFEST).is_file() and run.folder == str(folder)
+    reloaded, _ = load_model(folder)
+    assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
+
+    again = lab.reuse("tiny-legal", cfg, blocks)
+    assert again is not None and again.after == run.after and [s.step for s in again.snapshots] == [0, 2, 4]
+    assert lab.reuse("tiny-legal", replace(cfg, lr=2e-2), blocks) is None  # other settings
+    assert lab.reuse("tiny-legal", cfg, {d: b[:1] for d, b in blocks.items()}) is None  # other blocks
+    assert lab.reuse("tiny-legal", cfg, blocks, domain="code") is None
+    assert lab.reuse("never-trained", cfg, blocks) is None
+    assert lab.reuse("tiny-legal", cfg) is None  # measured on 2 x 16 blocks of two domains, not this mode's
+
+    (folder / "model.safetensors").write_bytes(b"tampered")
+    with pytest.raises(ModelError, match="does not match the sha256"):
+        load_model(folder)
+
+
+def test_sweep_points_round_trip_and_bad_files_are_ignored(tmp_path):
+    path = tmp_path / "sweep.json"
+    assert lab.load_sweep(path) is None
+    path.write_text("{not json")
+    assert lab.load_sweep(path) is None
+    path.write_text(json.dumps({"points": [{"gain": 0.1}]}))
+    assert lab.load_sweep(path) is None
+    good = [{"gain": 0.3, "rise": 0.05, "label": "lr 3e-04"}]
+    path.write_text(json.dumps({"points": good}))
+    assert lab.load_sweep(path) == good
+
+
+def test_sweep_grid_covers_learning_rates_ranks_replay_and_ewc():
+    grid = lab.sweep_grid(ft.FinetuneConfig())
+    kinds = {k for k, _ in grid}
+    assert {"learning rate", "LoRA", "replay", "EWC"} <= kinds
+    assert sorted({c.lora_rank for _, c in grid if c.lora_rank}) == [2, 8, 32]
+    assert len({c.label() for _, c in grid}) == len(grid)  # every point has its own label
+
+
+# --- figures and widgets -------------------------------------------------------------------------------------
+
+def test_perplexity_change_figure_writes_the_change():
+    ax = views.plot_perplexity_change({"legal": 30.0, "code": 10.0}, {"legal": 21.0, "code": 15.0}, "legal")
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["-30%", "+50%"]
+    assert ax.get_xticklabels()[0].get_text() == "legal\n(new)"
+
+
+def test_step_figure_and_viewer():
+    snaps = [lab.Snapshot(s, math.nan if s == 0 else 2.0, {"legal": 30.0 - s, "code": 10.0 + s}, f"answer {s}")
+             for s in (0, 10, 20)]
+    fig = views.step_figure(snaps, 1)
+    assert "answer 10" in fig.axes[1].texts[0].get_text()
+    widget = views.step_viewer(snaps, question="What is a fever?")
+    slider = widget.children[0].children[0]
+    assert slider.max == 2 and slider.value == 2
+    slider.value = 0
+    assert widget.children[0].children[1].value.startswith("step 0")
+    with pytest.raises(ValueError, match="no snapshots"):
+        views.step_viewer([])
+
+
+def test_tradeoff_viewer_shows_the_selected_settings():
+    points = [{"label": "plain", "gain": 0.22, "rise": 0.58, "kind": "plain", "old_rise": {"code": 0.6}},
+              {"label": "lr 3e-04", "gain": 0.42, "rise": 0.07, "kind": "learning rate", "seconds": 80.0}]
+    widget = views.tradeoff_viewer(points)
+    chooser, details = widget.children[1].children
+    assert "plain" in details.value and "+58%" in details.value and "code: +60%" in details.value
+    chooser.value = 1
+    assert "lr 3e-04" in details.value and "-42%" in details.value and "80 s" in details.value
+    ax = views.plot_tradeoff(points, selected=1)
+    assert len(ax.collections) == 3  # two families and the ring
+    with pytest.raises(ValueError, match="no points"):
+        views.tradeoff_viewer([])
