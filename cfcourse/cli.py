@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .strategies import STRATEGIES
 
     parser = argparse.ArgumentParser(prog="python -m cfcourse", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,run,reproduce,student-copy}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,run,reproduce,student-copy,report,lm-sweep}")
     fetch = sub.add_parser("fetch", help="cache every data file the course uses, checked by sha256")
     fetch.add_argument("--quiet", action="store_true", help="print only the cache paths")
 
@@ -91,6 +91,28 @@ def build_parser() -> argparse.ArgumentParser:
                          help="folder of the lessons to copy (default: lessons/ of this repository)")
     student.add_argument("--force", action="store_true",
                          help="write into a non-empty OUT_DIR, replacing notebooks of the same name")
+
+    report = sub.add_parser("report", help="compare a language model with its fine-tuned version: held-out "
+                                           "perplexity per domain, probes and generations (see lesson 10)")
+    report.add_argument("--base", required=True, help="the model before fine-tuning: a folder, a hub id or "
+                                                       "smollm2-135m-instruct (the course's model)")
+    report.add_argument("--tuned", required=True, help="its fine-tuned version (same tokenizer): a folder or hub id")
+    report.add_argument("--domains", nargs="+", metavar="D", default=None,
+                        help="text domains to measure (default: code docs legal literature medical)")
+    report.add_argument("--probes", metavar="FILE", default=None,
+                        help="your own probes JSON (default: the course's probes)")
+    report.add_argument("--out", metavar="DIR", default="forgetting-report",
+                        help="folder for report.md, report.json and report.png (default: forgetting-report)")
+    report.add_argument("--blocks", type=int, default=16, metavar="N",
+                        help="held-out blocks of 128 tokens per domain (default 16)")
+
+    sweep = sub.add_parser("lm-sweep", help="fine-tune the course's language model on legal text with each setting "
+                                            "of a grid of cures; write the learning-forgetting trade-off (lesson 09)")
+    sweep.add_argument("--out", metavar="FILE.json", default=None,
+                       help="where to write the points (default: sweep.json in the cache, where lesson 09 finds it)")
+    sweep.add_argument("--plot", metavar="FILE.png", default=None, help="save the trade-off figure")
+    sweep.add_argument("--only", nargs="+", metavar="FAMILY", default=None,
+                       help="run only these families of the grid: learning-rate, LoRA, replay, replay-and-L2, EWC")
     return parser
 
 
@@ -212,11 +234,54 @@ def cmd_student_copy(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from .lm.report import FILES, forgetting_report, perplexity_table
+    report = forgetting_report(args.base, args.tuned, domains=args.domains, probes=args.probes, out=args.out,
+                               n_blocks=args.blocks, verbose=True)
+    print(perplexity_table(report))
+    print(f"\nwrote {', '.join(str(Path(args.out) / f) for f in FILES)} in {report['seconds']['total']:.0f} s; "
+          f"read {Path(args.out) / FILES[0]} first")
+    return 0
+
+
+def cmd_lm_sweep(args) -> int:
+    from .lm import lab
+
+    grid = lab.sweep_grid()
+    families = {kind.replace(" ", "-").lower(): kind for kind, _ in grid}
+    if args.only:
+        unknown = sorted(set(f.lower() for f in args.only) - set(families))
+        if unknown:
+            raise ValueError(f"unknown families {unknown}; choose from {', '.join(families)}")
+        keep = {families[f.lower()] for f in args.only}
+        grid = [(k, c) for k, c in grid if k in keep]
+    print(f"{len(grid)} settings, each fine-tuned from the pretrained model (about 1.5 minutes each on 2 cores)")
+    lab.use_threads()
+    points = lab.sweep(grid, out=args.out)
+    for p in points:
+        print(f"{p['label']:>36}: legal {-p['gain']:+.0%}, old domains {p['rise']:+.0%}  ({p['seconds']:.0f} s)")
+    if args.plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from .lm import views
+        fig, ax = plt.subplots(figsize=(7.5, 5.4))
+        views.plot_tradeoff(points, ax=ax)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .assets import AssetError
     try:
-        commands = {"fetch": cmd_fetch, "run": cmd_run, "reproduce": cmd_reproduce, "student-copy": cmd_student_copy}
+        commands = {"fetch": cmd_fetch, "run": cmd_run, "reproduce": cmd_reproduce, "student-copy": cmd_student_copy,
+                    "report": cmd_report, "lm-sweep": cmd_lm_sweep}
         return commands[args.command](args)
     except (AssetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

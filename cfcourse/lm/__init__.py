@@ -5,7 +5,9 @@
 - domains: code, docs, legal, literature and medical text with fixed train and held-out splits
 - measures: perplexity in bounded memory, the perplexity matrix, side-by-side generations
 - probes: short facts scored by the log-likelihood of their reference answer
-- finetune: full fine-tuning in a memory-lean form
+- finetune: fine-tuning in a memory-lean form, with the cures of lesson 09 as options (cures)
+- lab, views: the experiment lessons 08-10 share, its figures and widgets
+- report: the forgetting report of a base model and its fine-tuned version (python -m cfcourse report)
 
 Importing this package is cheap; transformers is imported only when a model is loaded or trained.
 """
@@ -13,7 +15,8 @@ from .domains import DOMAINS, documents, domain_blocks, medical_documents
 from .measures import PerplexityMatrix, domain_perplexities, generate, perplexity, side_by_side
 from .model import DEFAULT_MODEL, HUB_ID, ModelError, ensure_default_model, load_model
 from .probes import load_probes, score_probes
+from .report import ReportError, forgetting_report
 
-__all__ = ["DEFAULT_MODEL", "DOMAINS", "HUB_ID", "ModelError", "PerplexityMatrix", "documents", "domain_blocks",
-           "domain_perplexities", "ensure_default_model", "generate", "load_model", "load_probes",
+__all__ = ["DEFAULT_MODEL", "DOMAINS", "HUB_ID", "ModelError", "PerplexityMatrix", "ReportError", "documents", "domain_blocks",
+           "domain_perplexities", "ensure_default_model", "forgetting_report", "generate", "load_model", "load_probes",
            "medical_documents", "perplexity", "score_probes", "side_by_side"]

@@ -1,0 +1,317 @@
+"""The forgetting report on tiny stand-in models: its files, its numbers, and its refusals before any weights load."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cfcourse.cli import main
+from cfcourse.lm import domains, measures, probes
+from cfcourse.lm import model as lm_model
+from cfcourse.lm.model import load_model
+from cfcourse.lm.report import GENERAL_PROMPTS, ReportError, forgetting_report, verdict
+
+N_BLOCKS, BLOCK_LEN = 2, 32  # small and fast; the real defaults are 16 blocks of 128 tokens
+
+
+@pytest.fixture(autouse=True)
+def _use_lm_data(lm_data, monkeypatch):
+    monkeypatch.setenv("CFCOURSE_DATA", str(lm_data))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("CFCOURSE_THREADS", "1")  # tiny models: a second thread only spins on a busy machine
+    domains._documents.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def course_tokenizer(lm_data):
+    """Only the course model's tokenizer (its weights are never loaded here)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(lm_data / lm_model.DEFAULT_MODEL, local_files_only=True)
+
+
+def _save_tiny(folder: Path, tokenizer, seed: int, noise: float = 0.0) -> Path:
+    """A random 2-layer Llama with hidden size 32 and the course tokenizer; `noise` perturbs it into a 'tuned' one."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(noise * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory, course_tokenizer) -> tuple[Path, Path]:
+    """(base, tuned): the base folder carries a cfcourse manifest, the tuned one is plain save_pretrained output."""
+    base = _save_tiny(tmp_path_factory.mktemp("tiny-base"), course_tokenizer, seed=0)
+    lm_model.write_manifest(base, {"made_by": "tests"})
+    tuned = _save_tiny(tmp_path_factory.mktemp("tiny-tuned"), course_tokenizer, seed=1, noise=0.05)
+    return base, tuned
+
+
+@pytest.fixture(scope="module")
+def report(tiny_pair, tmp_path_factory, lm_data) -> tuple[dict, Path]:
+    """One report on every domain, shared by the tests that read it."""
+    out = tmp_path_factory.mktemp("report") / "rep"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CFCOURSE_DATA", str(lm_data))
+        mp.setenv("CFCOURSE_THREADS", "1")
+        domains._documents.cache_clear()
+        result = forgetting_report(*tiny_pair, out=out, n_blocks=N_BLOCKS, block_len=BLOCK_LEN, max_new_tokens=8)
+    return result, out
+
+
+@pytest.fixture
+def no_weights(monkeypatch):
+    """Make any attempt to load model weights fail the test: refusals must come before that."""
+    from transformers import AutoModelForCausalLM
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("model weights were loaded before the input was refused")
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse)
+
+
+# --- the files and their numbers ----------------------------------------------------------------------------------
+
+def test_report_writes_three_files_with_every_number(report):
+    result, out = report
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md", "report.png"]
+    saved = json.loads((out / "report.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert {"base", "tuned", "settings", "domains", "probes", "generations", "seconds"} <= set(saved)
+    assert set(saved["base"]) == {"given", "resolved"}
+    assert (saved["settings"]["n_blocks"], saved["settings"]["block_len"]) == (N_BLOCKS, BLOCK_LEN)
+    assert list(saved["domains"]) == list(domains.DOMAINS)
+    for row in saved["domains"].values():
+        assert {"ppl_base", "ppl_tuned", "change", "verdict", "blocks"} <= set(row)
+        assert row["blocks"] == N_BLOCKS
+    assert saved["seconds"]["total"] > 0
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_markdown_summary_has_table_verdicts_and_thresholds(report):
+    result, out = report
+    text = (out / "report.md").read_text()
+    assert "| domain | base ppl | tuned ppl | change | verdict |" in text
+    for d, row in result["domains"].items():
+        assert f"- {d}: perplexity " in text and f"— {row['verdict']}" in text
+    assert "10% or more above" in text and "10% or more below" in text
+    assert "| probe domain |" in text and "| prompt | base | tuned |" in text
+
+
+def test_perplexities_match_perplexity_computed_directly(report, tiny_pair):
+    result, _ = report
+    medical = [domains.Document(str(i), t) for i, t in enumerate(result["medical_text"])]
+    for role, folder in zip(("base", "tuned"), tiny_pair):
+        model, tokenizer = load_model(folder, device="cpu")
+        for d, row in result["domains"].items():
+            docs = medical if d == "medical" else None
+            blocks = domains.domain_blocks(d, tokenizer, "heldout", N_BLOCKS, BLOCK_LEN, docs=docs)
+            assert row[f"ppl_{role}"] == pytest.approx(measures.perplexity(model, blocks, batch_size=1), rel=1e-5)
+    for row in result["domains"].values():
+        assert row["change"] == pytest.approx(row["ppl_tuned"] / row["ppl_base"] - 1)
+        assert row["verdict"] == verdict(row["change"])
+
+
+def test_medical_text_answers_every_held_out_question(report):
+    result, _ = report
+    questions = domains.medical_questions("heldout")
+    assert len(result["medical_text"]) == len(questions)
+    assert all(t.startswith(f"Question: {q}\nAnswer:") for t, q in zip(result["medical_text"], questions))
+
+
+def test_verdict_thresholds():
+    assert [verdict(c) for c in (0.43, 0.10, 0.05, -0.05, -0.10, -0.27)] == \
+           ["forgotten", "forgotten", "kept", "kept", "learned", "learned"]
+
+
+def test_probes_per_item_and_summary(report):
+    result, _ = report
+    course = probes.load_probes()
+    items, summary = result["probes"]["items"], result["probes"]["summary"]
+    assert [(i["domain"], i["prompt"]) for i in items] == [(p.domain, p.prompt) for p in course]
+    for i in items:
+        assert i["change"] == pytest.approx(i["logprob_tuned"] - i["logprob_base"])
+        assert i["worse"] == (i["change"] < -0.1)
+    assert list(summary) == list(dict.fromkeys(p.domain for p in course))
+    for d, s in summary.items():
+        mine = [i for i in items if i["domain"] == d]
+        assert s["n"] == len(mine) and s["worse"] == sum(i["worse"] for i in mine)
+        assert s["mean_logprob_base"] == pytest.approx(sum(i["logprob_base"] for i in mine) / len(mine))
+
+
+def test_generations_default_prompts_side_by_side(report):
+    result, _ = report
+    prompts = [g["prompt"] for g in result["generations"]]
+    assert prompts == domains.medical_questions("heldout")[:2] + list(GENERAL_PROMPTS)
+    assert all(isinstance(g["base"], str) and isinstance(g["tuned"], str) for g in result["generations"])
+
+
+def test_same_model_twice_changes_nothing(tiny_pair, tmp_path):
+    base, _ = tiny_pair
+    result = forgetting_report(base, base, domains=["legal", "code"], out=tmp_path / "r", n_blocks=1,
+                               block_len=BLOCK_LEN, prompts=["Hello"], max_new_tokens=4)
+    assert all(r["change"] == pytest.approx(0, abs=1e-6) and r["verdict"] == "kept" for r in result["domains"].values())
+    assert not any(i["worse"] for i in result["probes"]["items"])
+    assert result["generations"][0]["base"] == result["generations"][0]["tuned"]
+
+
+# --- refusals, before any weights load ----------------------------------------------------------------------------
+
+def test_not_a_model_is_refused(tiny_pair, tmp_path, no_weights):
+    base, _ = tiny_pair
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    a_file = tmp_path / "weights.gguf"
+    a_file.write_bytes(b"x")
+    for tuned, expected in [(empty, "no config.json"), (a_file, "is a file, not a model folder"),
+                            ("not-a-model", "neither an existing model folder nor a hub id")]:
+        with pytest.raises(ReportError, match=expected) as info:
+            forgetting_report(base, tuned, out=tmp_path / "out")
+        assert str(info.value).startswith("tuned model: ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_without_tokenizer_is_refused(tiny_pair, tmp_path, no_weights):
+    import shutil
+
+    base, _ = tiny_pair
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy2(base / name, bare / name)
+    with pytest.raises(ReportError, match="no usable tokenizer.*tokenizer.save_pretrained"):
+        forgetting_report(base, bare, out=tmp_path / "out")
+
+
+def test_different_tokenizers_are_refused(tiny_pair, course_tokenizer, tmp_path, no_weights):
+    from transformers import AutoTokenizer
+
+    base, _ = tiny_pair
+    other_tok = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    other_tok.add_tokens(["<my-new-token>"])
+    other = _save_tiny(tmp_path / "other", other_tok, seed=2)
+    with pytest.raises(ReportError, match="tokenizers differ.*1 only in tuned.*its own fine-tuned version.*share"):
+        forgetting_report(base, other, out=tmp_path / "out")
+
+
+def test_unknown_domain_lists_the_valid_ones(tiny_pair, tmp_path, no_weights):
+    with pytest.raises(ReportError, match="'poetry'.*code, docs, legal, literature, medical"):
+        forgetting_report(*tiny_pair, domains=["legal", "poetry"], out=tmp_path / "out")
+
+
+def test_malformed_probes_file_says_what_is_wrong(tiny_pair, tmp_path, no_weights):
+    bad = tmp_path / "probes.json"
+    bad.write_text(json.dumps({"domains": {"legal": [{"prompt": "The licence is"}]}}))
+    with pytest.raises(probes.ProbesError, match=r"domains.legal\[0\] needs a non-empty string 'answer'"):
+        forgetting_report(*tiny_pair, probes=bad, out=tmp_path / "out")
+    bad.write_text("{not json")
+    with pytest.raises(probes.ProbesError, match="not valid JSON"):
+        forgetting_report(*tiny_pair, probes=bad, out=tmp_path / "out")
+
+
+@pytest.mark.parametrize("kwargs, expected", [({"n_blocks": 0}, "n_blocks .--blocks. must be a whole number of at "
+                                                                 "least 1"),
+                                              ({"block_len": 1}, "block_len must be"),
+                                              ({"max_new_tokens": 0}, "max_new_tokens must be")])
+def test_bad_sizes_are_refused(tiny_pair, tmp_path, no_weights, kwargs, expected):
+    with pytest.raises(ReportError, match=expected):
+        forgetting_report(*tiny_pair, out=tmp_path / "out", **kwargs)
+
+
+def test_out_that_is_a_file_is_refused(tiny_pair, tmp_path, no_weights):
+    out = tmp_path / "report.txt"
+    out.write_text("keep me")
+    with pytest.raises(ReportError, match="is an existing file; give a folder"):
+        forgetting_report(*tiny_pair, out=out)
+    assert out.read_text() == "keep me"
+
+
+def test_custom_probes_file_is_used(tiny_pair, tmp_path):
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({"domains": {"house": [{"prompt": "Our product is called", "answer": " Widget"}]}}))
+    result = forgetting_report(*tiny_pair, domains=["legal"], probes=mine, out=tmp_path / "r", n_blocks=1,
+                               block_len=BLOCK_LEN, prompts=[], max_new_tokens=4)
+    assert list(result["probes"]["summary"]) == ["house"] and result["settings"]["probes"] == str(mine)
+    assert result["generations"] == []
+
+
+# --- the command line ---------------------------------------------------------------------------------------------
+
+def test_cli_report_prints_the_table_and_where_the_files_are(tiny_pair, tmp_path, capsys):
+    base, tuned = tiny_pair
+    code = main(["report", "--base", str(base), "--tuned", str(tuned), "--domains", "legal", "code",
+                 "--blocks", "2", "--out", str(tmp_path / "rep")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| domain | base ppl | tuned ppl | change | verdict |" in out and "| legal |" in out
+    assert str(tmp_path / "rep" / "report.md") in out
+    assert (tmp_path / "rep" / "report.png").is_file()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--domains", "poetry"], "error: unknown domain(s) 'poetry'; choose from code, docs, legal, literature, medical"),
+    (["--blocks", "0"], "error: n_blocks (--blocks) must be a whole number of at least 1"),
+])
+def test_cli_refuses_bad_input_with_exit_2(tiny_pair, tmp_path, capsys, no_weights, argv, expected):
+    base, tuned = tiny_pair
+    code = main(["report", "--base", str(base), "--tuned", str(tuned), "--out", str(tmp_path / "rep"), *argv])
+    assert code == 2 and expected in capsys.readouterr().err
+
+
+def test_python_m_cfcourse_report_not_a_model_exits_2(tiny_pair, tmp_path, subprocess_env, lm_data):
+    env = dict(subprocess_env, CFCOURSE_DATA=str(lm_data), HF_HUB_OFFLINE="1", CFCOURSE_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "cfcourse", "report", "--base", str(tiny_pair[0]), "--tuned",
+                           str(tmp_path), "--out", str(tmp_path / "rep")], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=os.getcwd())
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: tuned model: ") and "no config.json" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "rep").exists()
+
+
+# --- the real course model -----------------------------------------------------------------------------------------
+
+def test_course_model_against_itself_changes_nothing(tmp_path):
+    """The course's name resolves as in load_model; a model compared with itself keeps everything (about 15 s)."""
+    paris = [probes.Probe("general", "The capital of France is", " Paris")]
+    result = forgetting_report(lm_model.DEFAULT_MODEL, lm_model.DEFAULT_MODEL, domains=["legal"], probes=paris,
+                               out=tmp_path / "r", n_blocks=1, block_len=64, prompts=["What is 2 + 2?"],
+                               max_new_tokens=8)
+    legal = result["domains"]["legal"]
+    assert 2 < legal["ppl_base"] < 200 and legal["change"] == pytest.approx(0, abs=1e-6)
+    assert result["base"]["resolved"] == str(lm_model.default_model_dir())
+    item = result["probes"]["items"][0]
+    assert item["top1_base"] and item["top1_tuned"] and not item["worse"]
+    assert result["generations"][0]["base"] == result["generations"][0]["tuned"] != ""
+
+
+def test_a_second_report_against_the_same_base_reuses_its_numbers(tiny_pair, tmp_path, lm_data, monkeypatch):
+    """Comparing several tuned models with one base (lesson 10) measures the base only once per session."""
+    from cfcourse.lm import report as rp
+
+    monkeypatch.setenv("CFCOURSE_DATA", str(lm_data))
+    base, tuned = tiny_pair
+    kwargs = dict(domains=["legal", "code"], n_blocks=2, block_len=16, prompts=["Hello"], max_new_tokens=2)
+    monkeypatch.setattr(rp, "_BASE_MEASURED", {})
+    first = rp.forgetting_report(base, tuned, out=tmp_path / "one", **kwargs)
+    measured = []
+    real = rp._measure
+    monkeypatch.setattr(rp, "_measure", lambda side, plan, say: measured.append(side.role) or real(side, plan, say))
+    second = rp.forgetting_report(base, tuned, out=tmp_path / "two", **kwargs)
+    assert measured == ["tuned"]
+    assert second["domains"] == first["domains"] and second["seconds"]["base"] == 0.0
+    rp.forgetting_report(base, tuned, out=tmp_path / "three", **{**kwargs, "n_blocks": 1})
+    assert measured == ["tuned", "base", "tuned"]  # other settings: measured again
