@@ -1,0 +1,108 @@
+"""Exercise of lesson 08: perplexity from a language model's logits.
+
+Checked against `cfcourse.lm.measures.perplexity_from_logits` on hand-made
+distributions whose perplexity is known (a uniform guess over V tokens has
+perplexity V), with padding targets (-100) that must not be scored; a wrong
+answer is matched against the common mistakes.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..lm.measures import IGNORE, perplexity_from_logits
+from . import Exercise, Verdict, check, close
+
+TOL = 1e-3  # relative: perplexities of a few tokens, float32
+
+
+def _cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(what, logits (batch, positions, vocab), targets (batch, positions)), with answers known or derived."""
+    gen = torch.Generator().manual_seed(8)
+    sure = torch.full((1, 3, 5), -30.0)
+    sure[0, torch.arange(3), torch.tensor([1, 4, 2])] = 30.0
+    half = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.5, 0.25, 0.25]]]))
+    padded_t = torch.randint(0, 50, (2, 6), generator=gen)
+    padded_t[1, 3:] = IGNORE
+    return [
+        ("a uniform guess over 7 tokens: perplexity 7", torch.zeros(2, 4, 7), torch.randint(0, 7, (2, 4))),
+        ("always sure and right: perplexity 1", sure, torch.tensor([[1, 4, 2]])),
+        ("p = 1/2 then 1/4 for the targets: exp(-(ln 1/2 + ln 1/4)/2) = 2·√2 = 2.828",
+         half, torch.tensor([[0, 1]])),
+        ("2 texts x 5 positions, vocabulary 50", torch.randn(2, 5, 50, generator=gen) * 2,
+         torch.randint(0, 50, (2, 5), generator=gen)),
+        ("padding (-100) in the second text is not scored", torch.randn(2, 6, 50, generator=gen) * 2, padded_t),
+    ]
+
+
+def _flat(logits, targets):
+    return logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+
+
+def _named(name: str, fn: Callable) -> Callable:
+    fn.__name__ = fn.__qualname__ = name
+    return fn
+
+
+def _nll(logits, targets, **kw):
+    lg, t = _flat(logits, targets)
+    return F.cross_entropy(lg, t, ignore_index=IGNORE, **kw)
+
+
+MISTAKES = [
+    (_named("sum_not_mean", lambda lg, t: math.exp(_nll(lg, t, reduction="sum").item())),
+     "it looks like exp of the summed loss: perplexity is exp of the MEAN negative log-likelihood per token"),
+    (_named("no_exp", lambda lg, t: _nll(lg, t).item()),
+     "it looks like the mean negative log-likelihood itself (the loss); perplexity is its exponential"),
+    (_named("base_two", lambda lg, t: 2 ** _nll(lg, t).item()),
+     "it looks like 2 to the power of a loss in nats; cross_entropy uses the natural log, so take exp()"),
+    (_named("mean_of_token_perplexities",
+            lambda lg, t: _nll(lg, t, reduction="none")[_flat(lg, t)[1] != IGNORE].exp().mean().item()),
+     "it looks like the mean of each token's exp(loss); perplexity is exp of the mean loss (a geometric mean "
+     "of 1/p), so one very surprising token does not dominate"),
+    (_named("padding_scored",
+            lambda lg, t: math.exp(F.cross_entropy(_flat(lg, t)[0], _flat(lg, t)[1].clamp(min=0)).item())),
+     "it looks like padding positions (target -100) were scored; pass ignore_index=-100 to cross_entropy, or "
+     "drop those positions before averaging"),
+    (_named("no_softmax", lambda lg, t: math.exp(-lg.reshape(-1, lg.shape[-1])[
+        torch.arange(t.numel()), t.reshape(-1).clamp(min=0)][t.reshape(-1) != IGNORE].mean().item())),
+     "it looks like the raw logits were used as log-probabilities; take log_softmax over the vocabulary first "
+     "(F.cross_entropy does that for you)"),
+]
+
+
+def verify(fn: Callable) -> Verdict:
+    """Compare fn with perplexity_from_logits on every case; name the mistake a wrong answer matches."""
+    for what, logits, targets in _cases():
+        want = perplexity_from_logits(logits.clone(), targets.clone())
+        got = fn(logits.clone(), targets.clone())
+        if got is None:
+            return Verdict(False, "perplexity_from_logits returned None: did you forget the `return`?")
+        try:
+            value = float(got)
+        except (TypeError, ValueError, RuntimeError):
+            return Verdict(False, f"case '{what}': return one number (a float), got {repr(got)[:80]}")
+        if close(value / want, 1.0, TOL):
+            continue
+        shown = f"case '{what}': your function returned {value:.4f}, expected {want:.4f}"
+        for mistake, why in MISTAKES:
+            try:
+                if close(value / mistake(logits.clone(), targets.clone()), 1.0, TOL):
+                    return Verdict(False, f"{shown}; {why}")
+            except (ZeroDivisionError, OverflowError):
+                continue
+        return Verdict(False, shown)
+    return Verdict(True, "all cases match")
+
+
+check.register(Exercise(
+    name="perplexity_from_logits",
+    reference=perplexity_from_logits,
+    hint="flatten to (positions, vocab) and (positions,); F.cross_entropy(logits, targets, ignore_index=-100) is "
+         "the mean negative log-likelihood of the targets; perplexity is math.exp of it",
+    verify_fn=verify,
+    wrong_answers=[mistake for mistake, _ in MISTAKES],
+))

@@ -1,0 +1,94 @@
+"""Exercise of lesson 10: one number for what a fine-tuning job forgot.
+
+The old domains' rise: the geometric mean, over every domain except the new
+one, of the ratio of tuned to base perplexity, minus one. Checked against
+`cfcourse.lm.cures.tradeoff_point` (its "rise"), which the trade-off plot of
+lesson 09 uses, on hand-made perplexities.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+
+from ..lm.cures import tradeoff_point
+from . import Exercise, Verdict, check, close
+
+TOL = 1e-6
+
+
+def old_domain_rise(base: dict[str, float], tuned: dict[str, float], new_domain: str) -> float:
+    """The reference: the geometric mean of tuned/base perplexity over the old domains, minus one."""
+    return tradeoff_point(base, tuned, new_domain)["rise"]
+
+
+def _cases() -> list[tuple[str, dict, dict, str]]:
+    return [
+        ("nothing changed: 0", {"legal": 30.0, "code": 12.0}, {"legal": 30.0, "code": 12.0}, "legal"),
+        ("code doubled, docs halved: geometric mean of 2 and 1/2 is 1, so 0",
+         {"legal": 30.0, "code": 10.0, "docs": 20.0}, {"legal": 20.0, "code": 20.0, "docs": 10.0}, "legal"),
+        ("old domains x1.2 and x1.5: sqrt(1.8) - 1 = 0.3416",
+         {"legal": 30.0, "code": 10.0, "docs": 20.0}, {"legal": 21.0, "code": 12.0, "docs": 30.0}, "legal"),
+        ("four old domains, the new one is code",
+         {"code": 12.2, "docs": 26.0, "legal": 29.0, "literature": 62.9, "medical": 5.1},
+         {"code": 9.0, "docs": 41.4, "legal": 35.2, "literature": 101.9, "medical": 7.3}, "code"),
+    ]
+
+
+def _named(name: str, fn: Callable) -> Callable:
+    fn.__name__ = fn.__qualname__ = name
+    return fn
+
+
+def _ratios(base, tuned, new, keep_new=False):
+    return [tuned[d] / base[d] for d in base if keep_new or d != new]
+
+
+MISTAKES = [
+    (_named("arithmetic_mean", lambda b, t, n: statistics.fmean(_ratios(b, t, n)) - 1),
+     "it looks like the arithmetic mean of the ratios; use the geometric mean (exp of the mean log-ratio), so "
+     "that doubling one domain and halving another cancel out"),
+    (_named("new_domain_included", lambda b, t, n: math.exp(statistics.fmean(map(math.log, _ratios(b, t, n, True))))
+            - 1),
+     "it looks like the new domain is included; leave it out: its perplexity is meant to fall"),
+    (_named("ratio_of_means", lambda b, t, n: statistics.fmean(t[d] for d in b if d != n)
+            / statistics.fmean(b[d] for d in b if d != n) - 1),
+     "it looks like the ratio of the mean perplexities; a domain with a high perplexity (literature) then "
+     "outweighs the others. Take each domain's own ratio first"),
+    (_named("no_minus_one", lambda b, t, n: math.exp(statistics.fmean(map(math.log, _ratios(b, t, n))))),
+     "it looks like the ratio itself; subtract 1, so that no change gives 0 and +0.3 means 30% higher"),
+    (_named("base_over_tuned", lambda b, t, n: math.exp(statistics.fmean(math.log(b[d] / t[d]) for d in b
+                                                                          if d != n)) - 1),
+     "it looks like base over tuned; the rise is tuned / base: a higher perplexity after fine-tuning is a "
+     "positive rise"),
+]
+
+
+def verify(fn: Callable) -> Verdict:
+    for what, base, tuned, new in _cases():
+        want = old_domain_rise(dict(base), dict(tuned), new)
+        got = fn(dict(base), dict(tuned), new)
+        if got is None:
+            return Verdict(False, "old_domain_rise returned None: did you forget the `return`?")
+        try:
+            value = float(got)
+        except (TypeError, ValueError):
+            return Verdict(False, f"case '{what}': return one number, got {repr(got)[:80]}")
+        if close(value, want, TOL):
+            continue
+        shown = f"case '{what}': your function returned {value:.4f}, expected {want:.4f}"
+        for mistake, why in MISTAKES:
+            if close(value, mistake(base, tuned, new), TOL):
+                return Verdict(False, f"{shown}; {why}")
+        return Verdict(False, shown)
+    return Verdict(True, "all cases match")
+
+
+check.register(Exercise(
+    name="old_domain_rise",
+    reference=old_domain_rise,
+    hint="for every domain d except new_domain, math.log(tuned[d] / base[d]); take the mean of those logs, "
+         "math.exp of it, and subtract 1",
+    verify_fn=verify,
+    wrong_answers=[mistake for mistake, _ in MISTAKES],
+))
