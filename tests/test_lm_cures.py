@@ -102,6 +102,26 @@ def test_l2_penalty_is_zero_at_the_start_and_grows_with_distance(tiny):
     assert values[1] == pytest.approx(4 * values[0], rel=1e-3) and values[2] == pytest.approx(16 * values[0], rel=1e-3)
 
 
+@pytest.mark.parametrize("kind", ["l2", "ewc"])
+def test_the_in_place_gradient_equals_autograd_through_the_penalty(tiny, kind):
+    params = ft.freeze_all_but_top(tiny, 2)
+    pen = (cures.L2ToStart(params, 0.7) if kind == "l2"
+           else cures.EWCPenalty(params, cures.lm_fisher(tiny, _blocks(3), params), 0.7))
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.05 * torch.randn_like(p))
+    pen().backward()
+    want = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = torch.ones_like(p)  # add_grad adds to what backward of the loss left there
+    pen.add_grad()
+    assert all(torch.allclose(p.grad - 1, w, atol=1e-6) for p, w in zip(params, want))
+    for p in params:
+        p.grad = None
+    pen.add_grad()
+    assert all(torch.allclose(p.grad, w, atol=1e-6) for p, w in zip(params, want))
+
+
 def test_l2_pull_keeps_weights_nearer_the_start(tiny):
     state = {k: v.clone() for k, v in tiny.state_dict().items()}
 

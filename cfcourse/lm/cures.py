@@ -78,6 +78,22 @@ class L2ToStart:
     def __call__(self) -> torch.Tensor:
         return l2_penalty(self.params, self.start, self.strength, self.weights)
 
+    @torch.no_grad()
+    def add_grad(self) -> None:
+        """Add the penalty's gradient, strength · w · (p − p_start), to each parameter's .grad in place.
+
+        The same gradient as backpropagating through __call__(), without autograd keeping a copy of every
+        difference: one parameter's temporary at a time, instead of a few hundred MB for a 135M model.
+        """
+        for i, (p, p0) in enumerate(zip(self.params, self.start)):
+            d = p - p0
+            if self.weights is not None:
+                d.mul_(self.weights[i])
+            if p.grad is None:
+                p.grad = d.mul_(self.strength)
+            else:
+                p.grad.add_(d, alpha=self.strength)
+
 
 class EWCPenalty(L2ToStart):
     """strength/2 · Σ F · (w − w_start)², F a diagonal Fisher from old-domain text (`lm_fisher`)."""

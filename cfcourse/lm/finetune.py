@@ -162,7 +162,9 @@ def finetune(model, train_blocks: torch.Tensor, cfg: FinetuneConfig | None = Non
             batch = cures.mixed_batch(train_blocks, old_blocks, cfg.batch_size, schedule[step], gen)
             total, count = lm_loss(trained, batch.to(device), chunk_size=cfg.chunk_size)
             loss = total / count
-            (loss if penalty is None else loss + penalty()).backward()
+            loss.backward()
+            if penalty is not None:
+                penalty.add_grad()  # the pull's gradient, added in place (no autograd copies)
             opt.step()
             opt.zero_grad(set_to_none=True)
             losses.append(loss.item())

@@ -52,8 +52,8 @@ def settings() -> LabSettings:
         full=LabSettings(eval_blocks=8, block_len=128, record_every=10, record_blocks=3, medical_tokens=64,
                          replay_blocks=24,
                          finetune=FinetuneConfig(steps=60, batch_size=2, lr=1.3e-3, gradient_checkpointing=False)),
-        fast=LabSettings(eval_blocks=8, block_len=64, record_every=10, record_blocks=2, medical_tokens=64,
-                         replay_blocks=8,
+        fast=LabSettings(eval_blocks=6, block_len=64, record_every=10, record_blocks=2, medical_tokens=64,
+                         replay_blocks=6,
                          finetune=FinetuneConfig(steps=20, batch_size=2, lr=1.3e-3, gradient_checkpointing=False)),
     )
 
