@@ -51,8 +51,10 @@ def main() -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
     lessons = args.lessons or sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))
-    baseline = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import torch")])
-    rows = [("(baseline: import torch)", *measure(baseline, ROOT, args.timeout))]
+    rows = []
+    for imports in BASELINES:
+        baseline = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(imports)])
+        rows.append((f"(baseline: {imports})", *measure(baseline, ROOT, args.timeout)))
     for path in lessons:
         rows.append((path.name, *measure(nbformat.read(path, as_version=4), path.parent, args.timeout)))
         print(f"{path.name}: {rows[-1][1]:.1f} s, {rows[-1][3]:.0f} MiB", file=sys.stderr)
@@ -61,18 +63,41 @@ def main() -> int:
         print(json.dumps([{"lesson": n, "mode": mode, "wall_s": round(s, 1), "cpu_s": round(c, 1),
                            "peak_rss_mib": round(m)} for n, s, c, m in rows]))
     elif args.update:
-        update_between_markers(args.update, table(rows, mode))
+        update_between_markers(args.update, table(merged(args.update, rows), mode))
         print(f"updated the resource table in {args.update}", file=sys.stderr)
     else:
         print(table(rows, mode))
     return 0
 
 
+BASELINES = ("import torch", "import torch, transformers")  # the language-model lessons' budget is above the second
+
+
+def merged(path: Path, rows: list[tuple]) -> list[tuple]:
+    """`rows` with the rows already in `path`'s table for lessons not measured this time (so that measuring
+    a few lessons again updates their rows and keeps the others); baselines first, then lessons in order."""
+    old = {}
+    doc = path.read_text(encoding="utf-8")
+    if "<!-- resources:start -->" in doc:
+        block = doc.split("<!-- resources:start -->", 1)[1].split("<!-- resources:end -->", 1)[0]
+        for line in block.splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == 4 and cells[0].endswith(".ipynb"):
+                try:
+                    old[cells[0]] = (cells[0], float(cells[1]), float(cells[2]), float(cells[3].replace(",", "")))
+                except ValueError:
+                    continue
+    new = {r[0]: r for r in rows}
+    lessons = {**old, **{n: r for n, r in new.items() if n.endswith(".ipynb")}}
+    return [r for r in rows if not r[0].endswith(".ipynb")] + [lessons[n] for n in sorted(lessons)]
+
+
 def table(rows: list[tuple], mode: str) -> str:
     """The measurements as a Markdown table, with the machine they were taken on."""
     lines = [f"| lesson ({mode} mode) | wall time (s) | CPU time (s) | peak RSS (MiB) |", "|---|---|---|---|"]
     lines += [f"| {n} | {s:.1f} | {c:.1f} | {m:.0f} |" for n, s, c, m in rows]
-    lines.append(f"| total | {sum(r[1] for r in rows[1:]):.1f} | {sum(r[2] for r in rows[1:]):.1f} | |")
+    lessons = [r for r in rows if r[0].endswith(".ipynb")]
+    lines.append(f"| total | {sum(r[1] for r in lessons):.1f} | {sum(r[2] for r in lessons):.1f} | |")
     lines.append(f"\nMeasured on {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
                  f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}.")
     return "\n".join(lines)

@@ -58,14 +58,14 @@ def test_threads_are_two_on_a_quiet_machine_and_one_on_a_busy_one(monkeypatch):
     monkeypatch.delenv("CFCOURSE_THREADS", raising=False)
     before = torch.get_num_threads()
     try:
-        monkeypatch.setattr(config, "idle_cpus", lambda: 1.9)
+        monkeypatch.setattr(config, "idle_cpus", lambda *a: 1.9)
         assert lab.use_threads() == min(2, config.cpu_budget()) == torch.get_num_threads()
-        monkeypatch.setattr(config, "idle_cpus", lambda: 0.9)
+        monkeypatch.setattr(config, "idle_cpus", lambda *a: 0.9)
         assert lab.use_threads() == 1 == torch.get_num_threads()
         monkeypatch.setenv("CFCOURSE_THREADS", "2")
         assert lab.use_threads() == min(2, config.cpu_budget())
         monkeypatch.setenv("CFCOURSE_THREADS", "1")
-        monkeypatch.setattr(config, "idle_cpus", lambda: None)
+        monkeypatch.setattr(config, "idle_cpus", lambda *a: None)
         assert lab.use_threads() == 1
         monkeypatch.delenv("CFCOURSE_THREADS")
         assert lab.use_threads() == 1  # idle CPUs unknown: the safe choice

@@ -44,16 +44,17 @@ class LabSettings:
     record_blocks: int  # blocks per domain measured at each snapshot
     medical_tokens: int  # length of the model's reference answers to the medical questions
     replay_blocks: int  # old-domain blocks per domain kept for replay and the Fisher (lesson 09)
+    self_blocks: int  # blocks of the model's own text for self-generated replay (lesson 09)
 
 
 def settings() -> LabSettings:
     """The lessons' sizes: full mode shows the effect clearly in minutes; fast mode keeps it visible for CI."""
     return config.by_mode(
         full=LabSettings(eval_blocks=8, block_len=128, record_every=10, record_blocks=3, medical_tokens=64,
-                         replay_blocks=24,
+                         replay_blocks=24, self_blocks=12,
                          finetune=FinetuneConfig(steps=60, batch_size=2, lr=1.3e-3, gradient_checkpointing=False)),
         fast=LabSettings(eval_blocks=6, block_len=64, record_every=10, record_blocks=2, medical_tokens=64,
-                         replay_blocks=6,
+                         replay_blocks=6, self_blocks=4,
                          finetune=FinetuneConfig(steps=20, batch_size=2, lr=1.3e-3, gradient_checkpointing=False)),
     )
 
@@ -63,12 +64,13 @@ def lm_threads() -> int:
 
     A 135M-parameter model's matrix products are large enough that a second thread nearly halves the time when
     the cores are free. When another job is already using a core, a second thread mostly waits for it, and
-    measured on 2 busy cores it made the model 15-20 times slower; so 2 threads only when at least 1.5 CPUs
-    are idle right now (config.idle_cpus), else 1.
+    measured on 2 busy cores it made the model 15-20 times slower; so a second thread only when no other job
+    holds a CPU right now (config.idle_cpus: less than three quarters of a CPU in use), else 1.
     """
-    idle = config.idle_cpus()
-    quiet = idle is not None and idle >= 1.5
-    return config.thread_count(default=min(2, config.cpu_budget()) if quiet else 1)
+    wanted = min(2, config.cpu_budget())
+    idle = config.idle_cpus(0.5)
+    quiet = idle is not None and idle >= wanted - 0.75
+    return config.thread_count(default=wanted if quiet else 1)
 
 
 def replay_l2_config(base: FinetuneConfig | None = None) -> FinetuneConfig:
@@ -163,8 +165,8 @@ def train_text(tokenizer, domain: str = NEW_DOMAIN, block_len: int | None = None
 
 
 def measure(model, blocks: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Perplexity on each domain's blocks, one block at a time (the least memory)."""
-    return {name: perplexity(model, b, batch_size=1) for name, b in blocks.items()}
+    """Perplexity on each domain's blocks, two blocks at a time (the loss in chunks keeps the logits small)."""
+    return {name: perplexity(model, b, batch_size=2) for name, b in blocks.items()}
 
 
 # --- a run, recorded and saved -------------------------------------------------------------------------------
