@@ -145,6 +145,19 @@ def make_lm_data_dir(folder: Path, real_cache: Path, with_model: bool = True, wi
     return folder
 
 
+def _add_lm_assets_if_cached(folder: Path, real_cache: Path) -> None:
+    """Give the session's data folder the language-model assets when the user's cache has them all (so that
+    lessons 08-10, run by nbval in the same session, find them and write their runs here, not in the user's
+    cache); without them the language-model tests fail with advice of their own."""
+    from cfcourse import assets
+    from cfcourse.lm import model as lm_model
+
+    texts = [a for a in assets.LM_ASSETS.values() if a.name != lm_model.GGUF_ASSET]
+    if all((real_cache / a.filename).is_file() for a in texts) and \
+            (real_cache / lm_model.DEFAULT_MODEL / lm_model.MANIFEST).is_file():
+        make_lm_data_dir(folder, real_cache)
+
+
 @pytest.fixture(scope="module")
 def lm_data(tmp_path_factory, real_cache) -> Path:
     """A module-wide CFCOURSE_DATA for the language-model tests (see make_lm_data_dir)."""
@@ -164,6 +177,7 @@ def course_data(tmp_path_factory, real_cache, no_network) -> Path:
 
     folder = tmp_path_factory.mktemp("cfcourse-data")
     shutil.copy2(real_cache / MNIST_PKL, folder / MNIST_PKL)
+    _add_lm_assets_if_cached(folder, real_cache)  # the lessons run with this folder too (pytest ... tests lessons)
     derived = real_cache / data.MNIST_U8_FILE
     if derived.is_file() and assets.sha256_of(derived) == data.MNIST_U8_SHA256:
         shutil.copy2(derived, folder / data.MNIST_U8_FILE)

@@ -110,6 +110,17 @@ def test_tampered_weights_file_is_refused(tiny_folder, tmp_path):
         load_model(copy, device="cpu")
 
 
+def test_a_file_changed_after_a_good_load_is_hashed_again_and_refused(tiny_folder, tmp_path):
+    copy = _copy(tiny_folder, tmp_path / "later")
+    load_model(copy, device="cpu")  # verified and remembered: the next load of the same file skips the hash
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # same size; the modification time changes
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="does not match the sha256 recorded"):
+        load_model(copy, device="cpu")
+
+
 def test_unlisted_or_missing_files_are_refused(tiny_folder, tmp_path):
     extra = _copy(tiny_folder, tmp_path / "extra")
     (extra / "pytorch_model.bin").write_bytes(b"not listed")

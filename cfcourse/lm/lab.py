@@ -52,7 +52,7 @@ def settings() -> LabSettings:
     return config.by_mode(
         full=LabSettings(eval_blocks=8, block_len=128, record_every=10, record_blocks=3, medical_tokens=64,
                          replay_blocks=24, self_blocks=12,
-                         finetune=FinetuneConfig(steps=60, batch_size=2, lr=1.3e-3, gradient_checkpointing=False)),
+                         finetune=FinetuneConfig(steps=50, batch_size=2, lr=1.3e-3, gradient_checkpointing=False)),
         fast=LabSettings(eval_blocks=6, block_len=64, record_every=10, record_blocks=2, medical_tokens=64,
                          replay_blocks=6, self_blocks=4,
                          finetune=FinetuneConfig(steps=20, batch_size=2, lr=1.3e-3, gradient_checkpointing=False)),
@@ -244,7 +244,7 @@ def save_model(model, tokenizer, name: str, run: Run | None = None) -> Path:
     for old in folder.iterdir():
         if old.is_file():
             old.unlink()
-    model.save_pretrained(folder, safe_serialization=True)
+    model.save_pretrained(folder, safe_serialization=True, max_shard_size="100MB")  # one shard in memory at a time
     tokenizer.save_pretrained(folder)
     if run is not None:
         info = {k: v for k, v in run.to_dict().items() if k not in ("snapshots", "folder")}

@@ -60,6 +60,22 @@ def write_manifest(folder: Path, source: dict | None = None) -> Path:
     return folder / MANIFEST
 
 
+_VERIFIED: dict[str, tuple] = {}  # path -> (size, mtime_ns, inode, sha256) of files this process has hashed
+
+
+def _sha256_once(path: Path) -> str:
+    """sha256 of `path`, hashed again only if its size, modification time or inode changed since this process
+    last hashed it (a lesson reloads the same 540 MB model several times)."""
+    st = path.stat()
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+    seen = _VERIFIED.get(str(path))
+    if seen is not None and seen[:3] == stamp:
+        return seen[3]
+    digest = assets.sha256_of(path)
+    _VERIFIED[str(path)] = (*stamp, digest)
+    return digest
+
+
 def verify_manifest(folder: Path) -> dict:
     """Check every file against the folder's manifest; raise ModelError on any difference."""
     folder = Path(folder)
@@ -72,7 +88,7 @@ def verify_manifest(folder: Path) -> dict:
         path = folder / name
         if not path.is_file():
             raise ModelError(f"{path} is missing; {_refetch_advice(folder)}")
-        if path.stat().st_size != want["size"] or assets.sha256_of(path) != want["sha256"]:
+        if path.stat().st_size != want["size"] or _sha256_once(path) != want["sha256"]:
             raise ModelError(f"{path} does not match the sha256 recorded when the model was saved "
                              f"(changed or corrupted); refused. {_refetch_advice(folder)}")
     unlisted = [p.name for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.name not in files]
