@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .strategies import STRATEGIES
 
     parser = argparse.ArgumentParser(prog="python -m cfcourse", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,run,reproduce,student-copy,report,lm-sweep}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,run,reproduce,student-copy,report,lm-record,lm-sweep}")
     fetch = sub.add_parser("fetch", help="cache every data file the course uses, checked by sha256")
     fetch.add_argument("--quiet", action="store_true", help="print only the cache paths")
 
@@ -106,13 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--blocks", type=int, default=16, metavar="N",
                         help="held-out blocks of 128 tokens per domain (default 16)")
 
-    sweep = sub.add_parser("lm-sweep", help="fine-tune the course's language model on legal text with each setting "
+    record = sub.add_parser("lm-record", help="the story of lesson 08 over several seeds: fine-tune on medical text, "
+                                              "choose stage 2's learning rate on legal validation text, fine-tune "
+                                              "on legal text; write the record lessons 08-10 show")
+    record.add_argument("--out", metavar="FILE.json", default=None,
+                        help="where to write it (default: record-<mode>.json in the cache, where the lessons find it)")
+
+    sweep = sub.add_parser("lm-sweep", help="fine-tune lesson 08's medical model on legal text with each setting "
                                             "of a grid of cures; write the learning-forgetting trade-off (lesson 09)")
     sweep.add_argument("--out", metavar="FILE.json", default=None,
                        help="where to write the points (default: sweep.json in the cache, where lesson 09 finds it)")
     sweep.add_argument("--plot", metavar="FILE.png", default=None, help="save the trade-off figure")
     sweep.add_argument("--only", nargs="+", metavar="FAMILY", default=None,
-                       help="run only these families of the grid: learning-rate, LoRA, replay, replay-and-L2, EWC")
+                       help="run only these families of the grid: replay, EWC, LoRA, generative-replay")
     return parser
 
 
@@ -246,6 +252,22 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_lm_record(args) -> int:
+    from .lm import lab
+
+    s = lab.settings()
+    runs = len(s.seeds) * 2 + len(s.lr_grid) - 1
+    print(f"{runs} fine-tuning runs of {s.medical.steps} steps ({len(s.seeds)} seeds, {len(s.lr_grid)} learning "
+          f"rates); about {2 * runs} minutes on 2 cores in full mode", file=sys.stderr)
+    lab.use_threads()
+    rec = lab.record(out=args.out)
+    for k, v in rec["summary"].items():
+        print(f"{k:>22}: median {v['median']:+.3f} (min {v['min']:+.3f}, max {v['max']:+.3f}) over "
+              f"{len(v['values'])} seeds")
+    print(f"stage 2 learning rate chosen on legal validation text: {rec['best_lr']:g}; {rec['seconds']:.0f} s")
+    return 0
+
+
 def cmd_lm_sweep(args) -> int:
     from .lm import lab
 
@@ -281,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     from .assets import AssetError
     try:
         commands = {"fetch": cmd_fetch, "run": cmd_run, "reproduce": cmd_reproduce, "student-copy": cmd_student_copy,
-                    "report": cmd_report, "lm-sweep": cmd_lm_sweep}
+                    "report": cmd_report, "lm-record": cmd_lm_record, "lm-sweep": cmd_lm_sweep}
         return commands[args.command](args)
     except (AssetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

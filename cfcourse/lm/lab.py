@@ -1,13 +1,11 @@
 """What lessons 08-10 share: the settings of each mode, the held-out text, measuring a model, recorded and saved runs.
 
-The experiment of lessons 08-10: SmolLM2-135M-Instruct is fine-tuned on legal
-text (the new domain) and measured on held-out text of the domains it knew
-(code, docs, literature, and its own answers to medical questions). One
-function, `settings()`, decides every size from the run mode, as `config.by_mode`
-does for the MNIST lessons. Tuned models are saved under
-``<data dir>/lm-runs/<name>`` with a sha256 manifest, so lesson 10 can compare
-the models lessons 08 and 09 made, and the medical reference answers are cached
-there too (they are the base model's greedy answers: the same on every run).
+The experiment of lessons 08-10 is the course's central example: SmolLM2-135M-Instruct is fine-tuned on
+medical text (PubMed abstracts; stage 1), and that medical model is then fine-tuned on legal text (licences
+and law scenarios; stage 2). Every stage is measured on held-out text of five domains and on MMLU's medical
+questions: does stage 2 undo what stage 1 taught? One function, `settings()`, decides every size from the
+run mode, as `config.by_mode` does for the MNIST lessons. Tuned models are saved under
+``<data dir>/lm-runs/<name>`` with a sha256 manifest, so lessons 09 and 10 reuse the models lesson 08 made.
 """
 from __future__ import annotations
 
@@ -23,39 +21,60 @@ import torch
 
 from .. import config
 from ..assets import write_atomic
+from . import corpora
 from . import domains as dom
+from . import questions as qs
 from .finetune import FinetuneConfig, finetune
 from .measures import generate, perplexity
 from .model import DEFAULT_MODEL, MANIFEST, load_model, resolve, write_manifest
 
-NEW_DOMAIN = "legal"
-OLD_DOMAINS = ("code", "docs", "literature", "medical")
-ALL_DOMAINS = (NEW_DOMAIN, *OLD_DOMAINS)
+FIRST_DOMAIN = "medical"  # stage 1
+NEW_DOMAIN = "legal"  # stage 2
+ALL_DOMAINS = ("medical", "legal", "code", "docs", "literature")
+HEADLINE = ("medical", "legal")  # measured on more blocks: the story is about these two
+OLD_DOMAINS = ("medical", "code", "docs", "literature")  # what stage 2 (legal) may make the model forget
 
 
 @dataclass(frozen=True)
 class LabSettings:
     """Sizes of the language-model lessons in one run mode."""
 
-    eval_blocks: int  # held-out blocks of block_len tokens per domain
     block_len: int
-    finetune: FinetuneConfig  # the plain fine-tuning run of lesson 08
+    headline_blocks: int  # held-out blocks of medical and legal text
+    other_blocks: int  # held-out blocks of code, docs and literature
+    validation_blocks: int  # legal validation blocks the learning rate is chosen on
+    medical: FinetuneConfig  # stage 1: the pretrained model fine-tuned on medical abstracts
+    legal: FinetuneConfig  # stage 2: the medical model fine-tuned on legal text (lr: the default choice)
+    lr_grid: tuple[float, ...]  # stage 2 learning rates tried on the legal validation split
+    questions: int  # MMLU medical questions scored at each stage
+    seeds: tuple[int, ...]  # seeds of the recorded runs (python -m cfcourse lm-record)
     record_every: int  # steps between snapshots of the recorded run (lesson 08's slider)
     record_blocks: int  # blocks per domain measured at each snapshot
-    medical_tokens: int  # length of the model's reference answers to the medical questions
-    replay_blocks: int  # old-domain blocks per domain kept for replay and the Fisher (lesson 09)
-    self_blocks: int  # blocks of the model's own text for self-generated replay (lesson 09)
+    replay_blocks: int  # medical training blocks kept for replay and the Fisher (lesson 09)
+    self_blocks: int  # blocks of the model's own text for generative replay (lesson 09)
+    own_tokens: int  # length of the model's own answers (the own-answers domain of the report)
+
+    @property
+    def finetune(self) -> FinetuneConfig:
+        """Stage 2's settings (the fine-tuning lessons 09 and 10 compare against)."""
+        return self.legal
 
 
 def settings() -> LabSettings:
     """The lessons' sizes: full mode shows the effect clearly in minutes; fast mode keeps it visible for CI."""
     return config.by_mode(
-        full=LabSettings(eval_blocks=8, block_len=128, record_every=10, record_blocks=3, medical_tokens=64,
-                         replay_blocks=24, self_blocks=12,
-                         finetune=FinetuneConfig(steps=50, batch_size=2, lr=1.3e-3, gradient_checkpointing=False)),
-        fast=LabSettings(eval_blocks=6, block_len=64, record_every=10, record_blocks=2, medical_tokens=64,
-                         replay_blocks=6, self_blocks=4,
-                         finetune=FinetuneConfig(steps=20, batch_size=2, lr=1.3e-3, gradient_checkpointing=False)),
+        full=LabSettings(block_len=128, headline_blocks=32, other_blocks=16, validation_blocks=16,
+                         medical=FinetuneConfig(steps=40, batch_size=2, lr=3.25e-4, gradient_checkpointing=False),
+                         legal=FinetuneConfig(steps=40, batch_size=2, lr=3.25e-4, gradient_checkpointing=False,
+                                              seed=100),
+                         lr_grid=(1.3e-3, 6.5e-4, 3.25e-4, 1.6e-4), questions=48, seeds=(0, 1, 2),
+                         record_every=8, record_blocks=4, replay_blocks=48, self_blocks=12, own_tokens=64),
+        fast=LabSettings(block_len=64, headline_blocks=8, other_blocks=4, validation_blocks=4,
+                         medical=FinetuneConfig(steps=12, batch_size=2, lr=1e-3, gradient_checkpointing=False),
+                         legal=FinetuneConfig(steps=12, batch_size=2, lr=1e-3, gradient_checkpointing=False,
+                                              seed=100),
+                         lr_grid=(2e-3, 1e-3), questions=12, seeds=(0,),
+                         record_every=4, record_blocks=2, replay_blocks=8, self_blocks=4, own_tokens=48),
     )
 
 
@@ -73,12 +92,6 @@ def lm_threads() -> int:
     return config.thread_count(default=wanted if quiet else 1)
 
 
-def replay_l2_config(base: FinetuneConfig | None = None) -> FinetuneConfig:
-    """Lesson 09's combined cure: half of every batch replayed old text, the L2 pull, a lower learning rate."""
-    base = base or settings().finetune
-    return replace(base, lr=base.lr / 2.5, replay_ratio=0.5, l2=0.1)
-
-
 def use_threads() -> int:
     """Set torch's thread count to lm_threads() (the language-model lessons call this first); returns it."""
     n = lm_threads()
@@ -87,7 +100,7 @@ def use_threads() -> int:
 
 
 def runs_dir() -> Path:
-    """Where the lessons keep their tuned models and cached reference answers."""
+    """Where the lessons keep their tuned models, records and cached reference answers."""
     return config.data_dir() / "lm-runs"
 
 
@@ -103,59 +116,44 @@ def model_key(folder: Path) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def medical_reference(model, tokenizer, split: str = "heldout", max_new_tokens: int | None = None,
-                      model_name: str | None = DEFAULT_MODEL, verbose: bool = True) -> list[dom.Document]:
+def own_answers(model, tokenizer, split: str = "heldout", max_new_tokens: int | None = None,
+                model_name: str | None = DEFAULT_MODEL, verbose: bool = True) -> list[dom.Document]:
     """The base model's own greedy answers to the medical questions, as documents; cached per model and length."""
-    max_new_tokens = max_new_tokens or settings().medical_tokens
+    max_new_tokens = max_new_tokens or settings().own_tokens
     cache = None
+    questions = dom.medical_questions(split)
     if model_name is not None:
         key = model_key(resolve(model_name))
-        cache = runs_dir() / f"medical-{split}-{max_new_tokens}-{key}.json"
-        questions = dom.medical_questions(split)
-        if cache.is_file():
-            try:
-                data = json.loads(cache.read_text())
-                if data.get("questions") == questions:
-                    return dom.medical_documents(model, tokenizer, split, answers=data["answers"])
-            except (OSError, ValueError, KeyError):
-                pass  # unreadable cache: answer again
+        cache = runs_dir() / f"own-answers-{split}-{max_new_tokens}-{key}.json"
+        try:
+            data = json.loads(cache.read_text())
+            if data.get("questions") == questions:
+                return dom.own_answers(model, tokenizer, split, answers=data["answers"])
+        except (OSError, ValueError, KeyError):
+            pass  # no cache, or an unreadable one: answer again
     start = time.perf_counter()
-    docs = dom.medical_documents(model, tokenizer, split, max_new_tokens=max_new_tokens)
+    docs = dom.own_answers(model, tokenizer, split, max_new_tokens=max_new_tokens)
     if verbose:
         print(f"the model answered {len(docs)} medical questions in {time.perf_counter() - start:.0f} s")
     if cache is not None:
         answers = [d.text.split("\nAnswer: ", 1)[1].rstrip("\n") for d in docs]
         cache.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(cache, json.dumps({"questions": dom.medical_questions(split), "answers": answers},
-                                       indent=1).encode())
+        write_atomic(cache, json.dumps({"questions": questions, "answers": answers}, indent=1).encode())
     return docs
 
 
-def held_out(tokenizer, medical_docs: list[dom.Document] | None = None, n_blocks: int | None = None,
-             block_len: int | None = None, names=ALL_DOMAINS) -> dict[str, torch.Tensor]:
-    """Held-out token blocks of each domain (medical from `medical_docs`, the base model's own answers)."""
-    s = settings()
-    n_blocks, block_len = n_blocks or s.eval_blocks, block_len or s.block_len
-    out = {}
-    for name in names:
-        if name == "medical":
-            if medical_docs is None:
-                raise ValueError("the medical domain needs medical_docs: lab.medical_reference(model, tokenizer)")
-            out[name] = dom.domain_blocks("medical", tokenizer, docs=medical_docs, n_blocks=n_blocks,
-                                          block_len=block_len)
-        else:
-            out[name] = dom.domain_blocks(name, tokenizer, n_blocks=n_blocks, block_len=block_len)
-    return out
+def held_out(tokenizer, s: LabSettings | None = None, names=ALL_DOMAINS) -> dict[str, torch.Tensor]:
+    """Held-out token blocks of each domain: s.headline_blocks of medical and legal, s.other_blocks of the rest."""
+    s = s or settings()
+    return {d: dom.domain_blocks(d, tokenizer, n_blocks=s.headline_blocks if d in HEADLINE else s.other_blocks,
+                                 block_len=s.block_len) for d in names}
 
 
-def old_text(tokenizer, n_blocks: int | None = None, block_len: int | None = None,
-             names=("code", "docs", "literature"), seed: int = 0) -> torch.Tensor:
-    """Training-split blocks of the old domains, shuffled together: the text replay mixes in (never held-out)."""
-    s = settings()
-    n_blocks, block_len = n_blocks or s.replay_blocks, block_len or s.block_len
-    blocks = torch.cat([dom.domain_blocks(d, tokenizer, split="train", n_blocks=n_blocks, block_len=block_len)
-                        for d in names])
-    return blocks[torch.randperm(blocks.shape[0], generator=torch.Generator().manual_seed(seed))]
+def validation(tokenizer, domain: str = NEW_DOMAIN, s: LabSettings | None = None) -> torch.Tensor:
+    """Validation blocks of a domain (legal or medical): what a learning rate is chosen on, never reported."""
+    s = s or settings()
+    return dom.domain_blocks(domain, tokenizer, split="validation", n_blocks=s.validation_blocks,
+                             block_len=s.block_len)
 
 
 def train_text(tokenizer, domain: str = NEW_DOMAIN, block_len: int | None = None) -> torch.Tensor:
@@ -164,9 +162,29 @@ def train_text(tokenizer, domain: str = NEW_DOMAIN, block_len: int | None = None
                              block_len=block_len or settings().block_len)
 
 
+def old_text(tokenizer, n_blocks: int | None = None, block_len: int | None = None,
+             names=(FIRST_DOMAIN,), seed: int = 0) -> torch.Tensor:
+    """Training-split blocks of the old domain(s), shuffled together: the text replay mixes in (never held-out)."""
+    s = settings()
+    n_blocks, block_len = n_blocks or s.replay_blocks, block_len or s.block_len
+    blocks = torch.cat([dom.domain_blocks(d, tokenizer, split="train", n_blocks=n_blocks, block_len=block_len)
+                        for d in names])
+    return blocks[torch.randperm(blocks.shape[0], generator=torch.Generator().manual_seed(seed))]
+
+
 def measure(model, blocks: dict[str, torch.Tensor]) -> dict[str, float]:
     """Perplexity on each domain's blocks, two blocks at a time (the loss in chunks keeps the logits small)."""
     return {name: perplexity(model, b, batch_size=2) for name, b in blocks.items()}
+
+
+def medical_questions(s: LabSettings | None = None) -> list[corpora.Question]:
+    """The MMLU medical questions scored at every stage: a fixed sample of s.questions of the 1,089."""
+    return qs.pick(corpora.mmlu(corpora.MEDICAL_SUBJECTS), (s or settings()).questions)
+
+
+def ask(model, tokenizer, questions: list[corpora.Question]) -> list[dict]:
+    """Score the medical questions: each right answer's log-likelihood, and whether the model's choice is right."""
+    return qs.score_questions(model, tokenizer, questions)
 
 
 # --- a run, recorded and saved -------------------------------------------------------------------------------
@@ -195,6 +213,7 @@ class Run:
     folder: str | None = None
     domain: str = NEW_DOMAIN  # the domain it was fine-tuned on
     blocks: dict = field(default_factory=dict)  # {domain: [n_blocks, block_len]} it was measured on
+    start: str = DEFAULT_MODEL  # the model it started from: the course model, or a saved run's name
 
     def change(self) -> dict[str, float]:
         return {d: self.after[d] / self.before[d] - 1 for d in self.after}
@@ -205,8 +224,8 @@ class Run:
 
 def train(model, tokenizer, cfg: FinetuneConfig, before: dict[str, float], blocks: dict[str, torch.Tensor],
           name: str = "run", domain: str = NEW_DOMAIN, old_blocks: torch.Tensor | None = None,
-          record: dict | None = None, save: bool = True, verbose: bool = True) -> Run:
-    """Fine-tune `model` on `domain` (legal) with `cfg`, measure it on `blocks`, save it under runs_dir()/name.
+          record: dict | None = None, save: bool = True, verbose: bool = True, start: str = DEFAULT_MODEL) -> Run:
+    """Fine-tune `model` (which is `start`) on `domain` with `cfg`, measure it on `blocks`, save it as `name`.
 
     `record` = {"blocks": {domain: small blocks}, "prompt": a question, "every": steps} snapshots the model during
     training (lesson 08's slider); the snapshot at step 0 is the model before training.
@@ -228,7 +247,7 @@ def train(model, tokenizer, cfg: FinetuneConfig, before: dict[str, float], block
     result = finetune(model, train_text(tokenizer, domain, block_len), cfg, old_blocks=old_blocks, on_step=on_step)
     after = measure(result["model"], blocks)
     run = Run(name, result["config"], dict(before), after, result["losses"], time.perf_counter() - start, snapshots,
-              domain=domain, blocks={d: list(b.shape) for d, b in blocks.items()})
+              domain=domain, blocks={d: list(b.shape) for d, b in blocks.items()}, start=start)
     if save:
         run.folder = str(save_model(result["model"], tokenizer, name, run))
     if verbose:
@@ -278,71 +297,243 @@ def release_memory() -> None:
 
 
 def fresh_model(name: str | None = None):
-    """(model, tokenizer): the course model as it was before any fine-tuning, read again from disk.
+    """(model, tokenizer) read again from disk: the course model (None), a saved run's name, or any model folder.
 
     Delete the previous model first (`del model`): this frees it before loading the next, so two never coexist.
     """
     release_memory()
+    if name is not None and (runs_dir() / name / MANIFEST).is_file():
+        return load_model(runs_dir() / name)
     return load_model(name)
 
 
 def reuse(name: str, cfg: FinetuneConfig, blocks: dict[str, torch.Tensor] | None = None,
-          domain: str = NEW_DOMAIN) -> Run | None:
-    """The run saved under `name` if it was trained with exactly `cfg` on `domain` and measured on blocks of the
-    same shapes (by default those held_out() gives in this mode), so that its numbers compare with a run made
-    now; otherwise None."""
+          domain: str = NEW_DOMAIN, start: str = DEFAULT_MODEL) -> Run | None:
+    """The run saved under `name` if it was trained from `start` with exactly `cfg` on `domain` and measured on
+    blocks of the same shapes (by default those held_out() gives in this mode), so that its numbers compare
+    with a run made now; otherwise None."""
     run = saved_run(name)
     if run is None or run.config != json.loads(json.dumps(asdict(cfg))) or run.domain != domain:
         return None
+    if run.start != start:
+        return None
     if blocks is None:
         s = settings()
-        shapes = {d: [s.eval_blocks, s.block_len] for d in ALL_DOMAINS}
+        shapes = {d: [s.headline_blocks if d in HEADLINE else s.other_blocks, s.block_len] for d in ALL_DOMAINS}
     else:
         shapes = {d: list(b.shape) for d, b in blocks.items()}
     return run if run.blocks == shapes else None
 
 
-# --- the trade-off sweep ---------------------------------------------------------------------------------------
+# --- the story: medical, then legal ----------------------------------------------------------------------------
+
+STAGE1, STAGE2 = "lesson08-medical", "lesson08-legal"  # the saved models of lesson 08 (seed 0)
+RECORD_FILE = "record-{mode}.json"
+
+
+def stage1_config(s: LabSettings, seed: int = 0) -> FinetuneConfig:
+    """Stage 1 (medical) for one seed."""
+    return replace(s.medical, seed=s.medical.seed + seed)
+
+
+def stage2_config(s: LabSettings, lr: float, seed: int = 0) -> FinetuneConfig:
+    """Stage 2 (legal) at learning rate `lr` for one seed."""
+    return replace(s.legal, lr=lr, seed=s.legal.seed + seed)
+
+
+def baseline(model, tokenizer, blocks: dict[str, torch.Tensor], questions: list, verbose: bool = True) -> dict:
+    """The pretrained model's perplexities and question scores, cached per model and text (they never change)."""
+    key = hashlib.sha256(json.dumps([model_key(resolve(DEFAULT_MODEL)), {d: b.tolist() for d, b in blocks.items()},
+                                     [q.question for q in questions]]).encode()).hexdigest()[:16]
+    cache = runs_dir() / f"baseline-{key}.json"
+    try:
+        return json.loads(cache.read_text())
+    except (OSError, ValueError):
+        pass
+    start = time.perf_counter()
+    out = {"ppl": measure(model, blocks), "questions": ask(model, tokenizer, questions)}
+    if verbose:
+        print(f"measured the pretrained model in {time.perf_counter() - start:.0f} s (kept for next time)")
+    runs_dir().mkdir(parents=True, exist_ok=True)
+    write_atomic(cache, json.dumps(out).encode())
+    return out
+
+
+def story_numbers(before: dict, stage1: dict, stage2: dict) -> dict:
+    """The numbers the story is told with, from the perplexities of the three stages of one seed.
+
+    medical_gain: stage 1's fall of medical perplexity (0.2: 20% lower); medical_rise: stage 2's rise over
+    stage 1 (0.1: 10% higher); gain_lost: the share of stage 1's medical gain that stage 2 took back;
+    legal_gain: stage 2's fall of legal perplexity.
+    """
+    m0, m1, m2 = before["medical"], stage1["medical"], stage2["medical"]
+    return {"medical_gain": 1 - m1 / m0, "medical_rise": m2 / m1 - 1,
+            "gain_lost": (m2 - m1) / (m0 - m1) if m0 != m1 else float("nan"),
+            "legal_gain": 1 - stage2["legal"] / stage1["legal"]}
+
+
+def _spread(values: list[float]) -> dict:
+    import statistics
+
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
+
+
+def _save_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(data, indent=1).encode())
+
+
+def choose_lr(tokenizer, start: str, s: LabSettings, blocks: dict[str, torch.Tensor], before: dict,
+              verbose: bool = True) -> list[dict]:
+    """Stage 2 from the model `start` at every learning rate of s.lr_grid (seed 0): legal validation
+    perplexity, and every held-out perplexity, per learning rate."""
+    points = []
+    for lr in s.lr_grid:
+        model, tokenizer = fresh_model(start)
+        val = validation(tokenizer, NEW_DOMAIN, s)
+        run = train(model, tokenizer, stage2_config(s, lr), before, blocks, name=f"lr-{lr:g}", save=False,
+                    verbose=verbose, start=start)
+        points.append({"lr": lr, "validation_ppl": perplexity(model, val), "after": run.after,
+                       "seconds": run.seconds, "config": run.config})
+        del model
+    return points
+
+
+def record(s: LabSettings | None = None, out: Path | None = None, verbose: bool = True) -> dict:
+    """The whole story over s.seeds, with stage 2's learning rate chosen on legal validation text: what lesson 08
+    shows beside its live run (`python -m cfcourse lm-record`). Writes and returns the record."""
+    import platform
+
+    import transformers
+
+    s = s or settings()
+    out = Path(out) if out is not None else runs_dir() / RECORD_FILE.format(mode=config.mode_name())
+    t0 = time.perf_counter()
+    model, tokenizer = fresh_model()
+    blocks, questions = held_out(tokenizer, s), medical_questions(s)
+    base = baseline(model, tokenizer, blocks, questions, verbose)
+    rec = {"mode": config.mode_name(), "created": time.strftime("%Y-%m-%d"), "command": "python -m cfcourse lm-record",
+           "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+           "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+           "settings": {"medical": asdict(s.medical), "legal": asdict(s.legal), "lr_grid": list(s.lr_grid),
+                        "blocks": {d: list(b.shape) for d, b in blocks.items()}, "questions": len(questions)},
+           "pretrained": {"ppl": base["ppl"], "questions": qs.summarise(base["questions"])}, "seeds": []}
+    for seed in s.seeds:
+        del model
+        model, tokenizer = fresh_model()
+        name = STAGE1 if seed == 0 else f"record-medical-s{seed}"
+        run1 = train(model, tokenizer, stage1_config(s, seed), base["ppl"], blocks, name=name, domain=FIRST_DOMAIN,
+                     verbose=verbose)
+        q1 = ask(model, tokenizer, questions)
+        if seed == s.seeds[0]:
+            del model
+            rec["lr_sweep"] = choose_lr(tokenizer, name, s, blocks, run1.after, verbose)
+            rec["best_lr"] = min(rec["lr_sweep"], key=lambda p: p["validation_ppl"])["lr"]
+            model, tokenizer = fresh_model(name)
+        run2 = train(model, tokenizer, stage2_config(s, rec["best_lr"], seed), run1.after, blocks,
+                     name=STAGE2 if seed == 0 else f"record-legal-s{seed}", save=seed == 0, verbose=verbose,
+                     start=name)
+        q2 = ask(model, tokenizer, questions)
+        rec["seeds"].append({"seed": seed, "stage1": run1.after, "stage2": run2.after,
+                             "numbers": story_numbers(base["ppl"], run1.after, run2.after),
+                             "questions": {"stage1": qs.summarise(q1), "stage2": qs.summarise(q2),
+                                           "change1": qs.paired_change(base["questions"], q1),
+                                           "change2": qs.paired_change(q1, q2)},
+                             "seconds": run1.seconds + run2.seconds})
+        if seed != 0:
+            remove_run(name)
+        rec["summary"] = {k: _spread([x["numbers"][k] for x in rec["seeds"]]) for k in rec["seeds"][0]["numbers"]}
+        rec["summary"].update({f"questions_{k}": _spread([x["questions"][k]["mean"] for x in rec["seeds"]])
+                               for k in ("change1", "change2")})
+        rec["seconds"] = time.perf_counter() - t0
+        _save_json(out, rec)  # after every seed, so a long record can be stopped and still shows what is done
+    del model
+    release_memory()
+    return rec
+
+
+def remove_run(name: str) -> None:
+    """Delete a saved run's folder (a model is about 540 MB)."""
+    import shutil
+
+    shutil.rmtree(runs_dir() / name, ignore_errors=True)
+
+
+def load_record(mode: str | None = None) -> dict | None:
+    """The record of this mode: yours (python -m cfcourse lm-record) if you made one, else the course's own
+    (measured by its authors with the same command, shipped in cfcourse/lm/records/); its "source" says which."""
+    from importlib import resources
+
+    mode = mode or config.mode_name()
+    mine = runs_dir() / RECORD_FILE.format(mode=mode)
+    shipped = resources.files(__package__).joinpath("records", RECORD_FILE.format(mode=mode))
+    for source, path in (("your own record", mine), ("the course's record", shipped)):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if rec.get("seeds"):
+            return {**rec, "source": source}
+    return None
+
+
+def chosen_lr(s: LabSettings | None = None) -> tuple[float, str]:
+    """Stage 2's learning rate: the one that did best on legal validation text in the record, else the default."""
+    s = s or settings()
+    rec = load_record()
+    if rec is not None and "best_lr" in rec and rec["settings"]["legal"]["steps"] == s.legal.steps:
+        return rec["best_lr"], f"chosen on legal validation text in {rec['source']}"
+    return s.legal.lr, "the default (no record of a learning-rate sweep yet: python -m cfcourse lm-record)"
+
+
+# --- the cures' sweep ------------------------------------------------------------------------------------------
 
 SWEEP_FILE = "sweep.json"
 
 
-def sweep_grid(base: FinetuneConfig | None = None) -> list[tuple[str, FinetuneConfig]]:
-    """(family, settings) of the sweep: learning rates, LoRA ranks, replay ratios (with and without L2), EWC."""
-    base = base or settings().finetune
-    lr = base.lr
-    grid = [("learning rate", replace(base, lr=x)) for x in (lr, lr / 2, lr / 4, lr / 8)]
-    grid += [("LoRA", replace(base, lr=1e-3, lora_rank=r)) for r in (2, 8, 32)]
-    grid += [("replay", replace(base, replay_ratio=r)) for r in (0.25, 0.5)]
-    grid += [("replay and L2", replay_l2_config(base)),
-             ("EWC", replace(base, lr=lr / 2.5, ewc=0.1))]
+def sweep_grid(s: LabSettings | None = None, lr: float | None = None) -> list[tuple[str, FinetuneConfig]]:
+    """(family, settings) of stage 2's cures, each at two learning rates (lr and lr/2): replay of medical text,
+    EWC, LoRA, generative replay; the plain runs at several learning rates come from the record."""
+    s = s or settings()
+    lr = lr or chosen_lr(s)[0]
+    base = s.legal
+    grid = []
+    for x in (lr, lr / 2):
+        grid += [("replay", replace(base, lr=x, replay_ratio=0.5)),
+                 ("EWC", replace(base, lr=x, ewc=1.0)),
+                 ("LoRA", replace(base, lr=4 * x, lora_rank=8)),
+                 ("generative replay", replace(base, lr=x, replay_ratio=0.5))]
     return grid
 
 
 def sweep(grid: list[tuple[str, FinetuneConfig]] | None = None, out: Path | None = None,
           verbose: bool = True) -> list[dict]:
-    """Train every setting of `grid` from the pretrained model, and return (and write to `out`, by default
+    """Train every setting of `grid` from lesson 08's medical model, and return (and write to `out`, by default
     runs_dir()/sweep.json, after every run) one trade-off point per setting."""
     from . import cures
 
-    grid = grid or sweep_grid()
+    s = settings()
+    grid = grid or sweep_grid(s)
     out = Path(out) if out is not None else runs_dir() / SWEEP_FILE
-    model, tokenizer = fresh_model()
-    blocks = held_out(tokenizer, medical_reference(model, tokenizer, verbose=verbose))
-    before = measure(model, blocks)
+    start = STAGE1
+    if saved_run(start) is None:
+        raise FileNotFoundError(f"no saved medical model ({start}) yet: run lesson 08 or python -m cfcourse lm-record")
+    model, tokenizer = fresh_model(start)
+    blocks = held_out(tokenizer, s)
+    before = saved_run(start).after
     old = old_text(tokenizer)
+    own = cures.self_generated_blocks(model, tokenizer, n_blocks=s.self_blocks, block_len=s.block_len,
+                                      prompts=cures.MEDICAL_PROMPTS)
     points: list[dict] = []
-    for i, (kind, cfg) in enumerate(grid):
-        if i:
-            del model
-            model, tokenizer = fresh_model()
-        run = train(model, tokenizer, cfg, before, blocks, name=f"sweep-{i}", save=False, verbose=verbose,
-                    old_blocks=old if cfg.needs_old_text else None)
+    for kind, cfg in grid:
+        del model
+        model, tokenizer = fresh_model(start)
+        replayed = own if kind == "generative replay" else old if cfg.needs_old_text else None
+        run = train(model, tokenizer, cfg, before, blocks, name="sweep", save=False, verbose=verbose,
+                    old_blocks=replayed, start=start)
         points.append({**cures.tradeoff_point(before, run.after, NEW_DOMAIN), "label": cfg.label(), "kind": kind,
                        "seconds": run.seconds, "config": run.config, "before": before, "after": run.after})
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(out, json.dumps({"points": points, "blocks": {d: list(b.shape) for d, b in blocks.items()}},
-                                     indent=1).encode())
+        _save_json(out, {"points": points, "start": start, "blocks": {d: list(b.shape) for d, b in blocks.items()}})
     return points
 
 

@@ -25,7 +25,8 @@ import torch
 
 from . import domains as dom
 from . import model as lm_model
-from .lab import lm_threads, medical_reference, model_key, release_memory
+from .lab import lm_threads, model_key, release_memory
+from .lab import own_answers as medical_reference
 from .measures import generate, perplexity, side_by_side
 from .probes import Probe, ProbesError, load_probes, score_probes, summarise
 
