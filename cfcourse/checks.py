@@ -33,3 +33,22 @@ def learned(acc: AccuracyMatrix, task: int, min_acc: float) -> str:
     got = acc.R[task, task]
     return expect(got >= min_acc, f"task {task + 1} learned: {got:.0%} right after training it.",
                   f"task {task + 1} reached only {got:.0%} (wanted at least {min_acc:.0%}): the model did not learn it.")
+
+
+def prediction(guess: float | None, actual: float, what: str, fmt: str = "{:.0%}") -> str:
+    """Compare a learner's prediction with what their own run measured, and say how far off it was."""
+    if guess is None:
+        text = (f"You did not write a prediction for {what}; it came out at {fmt.format(actual)}. Next time, commit "
+                "to a number first: a wrong guess teaches more than no guess.")
+    else:
+        try:
+            guess = float(guess)
+        except (TypeError, ValueError):
+            raise ValueError(f"a prediction is a number, like 0.25; got {guess!r}") from None
+        off = actual - guess
+        near = abs(off) <= max(0.25 * abs(actual), 0.05)
+        text = (f"You predicted {fmt.format(guess)} for {what}; your run measured {fmt.format(actual)}. "
+                + ("Close: your picture of what happens was right." if near else
+                   f"Your guess was {'too low' if off > 0 else 'too high'}: what did it miss?"))
+    print(text)
+    return text

@@ -31,7 +31,7 @@ def tokenizer(lm_data):
     return AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 
-TEXT_DOMAINS = [d for d in domains.DOMAINS if d != "medical"]
+TEXT_DOMAINS = [d for d in domains.DOMAINS if d not in domains.GENERATED]
 
 
 @pytest.mark.parametrize("domain", TEXT_DOMAINS)
@@ -56,29 +56,32 @@ def test_domain_sources_and_splits_are_documented():
     assert set(domains.DOMAIN_INFO) == set(domains.DOMAINS)
     for info in domains.DOMAIN_INFO.values():
         assert info.source and info.licence and info.heldout_rule
-    assert [d.name for d in domains.documents("legal", "heldout")] == ["apache", "mpl"]
+    legal_held = [d.name for d in domains.documents("legal", "heldout")]
+    assert legal_held[:2] == ["apache", "mpl"] and all(n.startswith("law-") for n in legal_held[2:])
+    assert len(legal_held) > 200, "the held-out law scenarios are there too"
+    assert domains.documents("medical", "heldout")[0].name.startswith("pmid:")
     assert [d.name for d in domains.documents("literature", "heldout")] == ["macbeth"]
     legal = "".join(d.text for d in domains.documents("legal", "train"))
     assert "{{" not in legal and "GNU GENERAL PUBLIC LICENSE" in legal
 
 
 def test_unknown_domain_or_split_is_refused():
-    with pytest.raises(ValueError, match="unknown domain 'news'; choose one of code, docs"):
+    with pytest.raises(ValueError, match="unknown domain 'news'; choose one of medical, legal, code"):
         domains.documents("news")
     with pytest.raises(ValueError, match="unknown split 'test'"):
         domains.documents("code", "test")
-    with pytest.raises(ValueError, match="use medical_documents"):
-        domains.documents("medical")
+    with pytest.raises(ValueError, match="use own_answers"):
+        domains.documents("own-answers")
 
 
 def test_medical_questions_split_evenly_and_disjoint():
     every = domains.medical_questions()
     train, held = domains.medical_questions("train"), domains.medical_questions("heldout")
     assert len(every) >= 30 and len(train) + len(held) == len(every) and not set(train) & set(held)
-    docs = domains.medical_documents(None, None, "heldout", answers=["an answer"] * len(held))
+    docs = domains.own_answers(None, None, "heldout", answers=["an answer"] * len(held))
     assert docs[0].text == f"Question: {held[0]}\nAnswer: an answer\n"
     with pytest.raises(ValueError, match="answers for"):
-        domains.medical_documents(None, None, "heldout", answers=["x"])
+        domains.own_answers(None, None, "heldout", answers=["x"])
 
 
 def test_blocks_are_fixed_non_overlapping_slices():
@@ -97,6 +100,8 @@ def test_domain_blocks_with_the_real_tokenizer(tokenizer):
     assert torch.equal(legal, domains.domain_blocks("legal", tokenizer, "heldout", n_blocks=4, block_len=64))
     text = tokenizer.decode(legal[0])
     assert "Apache" in text or "License" in text
+    medical = domains.domain_blocks("medical", tokenizer, "heldout", n_blocks=4, block_len=64)
+    assert medical.shape == (4, 64)
 
 
 # --- probes -----------------------------------------------------------------------------------------------------

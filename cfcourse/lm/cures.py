@@ -207,6 +207,32 @@ def self_generated_blocks(model, tokenizer, n_blocks: int, block_len: int = 128,
     return torch.cat(out)
 
 
+# --- weight interpolation (WiSE-FT) ------------------------------------------------------------------------------
+
+@torch.no_grad()
+def interpolate(model, start: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], a: float):
+    """Set `model`'s weights to (1 − a)·start + a·tuned (Wortsman et al. 2022): a = 0 is the start, 1 the tuned
+    model, anything between a model that was never trained; `start` and `tuned` are state dicts. Returns `model`."""
+    if not 0.0 <= a <= 1.0:
+        raise ValueError(f"the interpolation weight a must be in [0, 1], got {a}")
+    if start.keys() != tuned.keys():
+        raise ValueError("start and tuned must have the same weights (the same architecture)")
+    params = dict(model.named_parameters())
+    for name, w0 in start.items():
+        if name in params:
+            params[name].copy_(torch.lerp(w0, tuned[name], a))
+    return model
+
+
+def top_layer_weights(model, layers: int) -> dict[str, torch.Tensor]:
+    """Copies of the weights of `model`'s top `layers` decoder layers, by name: all that the course's
+    fine-tuning changes, so all that interpolation needs."""
+    from .finetune import decoder_layers
+
+    top = {id(p) for layer in decoder_layers(model)[-layers:] for p in layer.parameters()}
+    return {n: p.detach().clone() for n, p in model.named_parameters() if id(p) in top}
+
+
 # --- the trade-off -----------------------------------------------------------------------------------------------
 
 def tradeoff_point(before: dict[str, float], after: dict[str, float], new_domain: str) -> dict[str, float]:

@@ -42,6 +42,7 @@ class FinetuneConfig:
     fisher_blocks: int = 8  # old-text blocks the Fisher is estimated on
     lora_rank: int = 0  # > 0: train LoRA adapters of this rank instead of the top layers
     lora_targets: tuple[str, ...] = cures.DEFAULT_LORA_TARGETS
+    merge_lora: bool = True  # False: keep the adapter separate (switch it off to get the start model back exactly)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "trainable_layers", "chunk_size", "fisher_blocks"):
@@ -66,7 +67,7 @@ class FinetuneConfig:
         """A short name for plots and tables, e.g. 'lr 5e-04, replay 25%, L2 1'."""
         parts = [f"lr {self.lr:.0e}"]
         if self.lora_rank:
-            parts.append(f"LoRA r{self.lora_rank}")
+            parts.append(f"LoRA r{self.lora_rank}" + ("" if self.merge_lora else ", unmerged"))
         if self.replay_ratio:
             parts.append(f"replay {self.replay_ratio:.0%}")
         if self.l2:
@@ -123,7 +124,8 @@ def finetune(model, train_blocks: torch.Tensor, cfg: FinetuneConfig | None = Non
     `old_blocks` (n, block_len) is old-domain text (real, or `cures.self_generated_blocks`): replayed when
     `cfg.replay_ratio` > 0, and the Fisher sample when `cfg.ewc` > 0. `on_step(step, loss, model)` is called
     after every step (e.g. to record perplexities as training goes). The model is trained in place; with LoRA
-    the adapters are merged into its weights at the end. Returns the losses, the seconds and the config, and
+    the adapters are merged into its weights at the end (with `cfg.merge_lora` False, "model" is peft's model,
+    whose adapter `with model.disable_adapter():` switches off). Returns the losses, the seconds and the config, and
     under "model" the trained model (the same object that was passed in).
     """
     cfg = cfg or FinetuneConfig()
@@ -176,8 +178,10 @@ def finetune(model, train_blocks: torch.Tensor, cfg: FinetuneConfig | None = Non
         trained.eval()
         if cfg.gradient_checkpointing:
             _checkpointing(model, False)
-        if cfg.lora_rank:
+        if cfg.lora_rank and cfg.merge_lora:
             model = cures.merge_lora(trained)
+        elif cfg.lora_rank:
+            model = trained  # peft's model: the adapter stays a separate, switchable part
         model.requires_grad_(False)
     return {"losses": losses, "wall_s": time.perf_counter() - start, "config": asdict(cfg), "model": model,
             "replayed": sum(schedule)}

@@ -63,12 +63,12 @@ class LabSettings:
 def settings() -> LabSettings:
     """The lessons' sizes: full mode shows the effect clearly in minutes; fast mode keeps it visible for CI."""
     return config.by_mode(
-        full=LabSettings(block_len=128, headline_blocks=32, other_blocks=16, validation_blocks=16,
+        full=LabSettings(block_len=128, headline_blocks=32, other_blocks=12, validation_blocks=16,
                          medical=FinetuneConfig(steps=40, batch_size=2, lr=3.25e-4, gradient_checkpointing=False),
                          legal=FinetuneConfig(steps=40, batch_size=2, lr=3.25e-4, gradient_checkpointing=False,
                                               seed=100),
-                         lr_grid=(1.3e-3, 6.5e-4, 3.25e-4, 1.6e-4), questions=48, seeds=(0, 1, 2),
-                         record_every=8, record_blocks=4, replay_blocks=48, self_blocks=12, own_tokens=64),
+                         lr_grid=(1.3e-3, 6.5e-4, 3.25e-4, 1.6e-4), questions=32, seeds=(0, 1, 2),
+                         record_every=10, record_blocks=2, replay_blocks=48, self_blocks=12, own_tokens=64),
         fast=LabSettings(block_len=64, headline_blocks=8, other_blocks=4, validation_blocks=4,
                          medical=FinetuneConfig(steps=12, batch_size=2, lr=1e-3, gradient_checkpointing=False),
                          legal=FinetuneConfig(steps=12, batch_size=2, lr=1e-3, gradient_checkpointing=False,

@@ -135,3 +135,26 @@ def tradeoff_viewer(points: list[dict]):
     chooser.observe(redraw, names="value")
     redraw()
     return w.HBox([out, w.VBox([chooser, details])])
+
+
+def plot_stages(rows: dict[str, dict[str, float]], recorded: list[dict[str, dict[str, float]]] | None = None,
+                focus: str = "medical", ax=None, title: str = "Each domain across the stages"):
+    """Perplexity of each domain at each stage, relative to the first stage (%): your run in bold, recorded seeds
+    thin; the `focus` domain is drawn thickest. `rows` is {stage: {domain: perplexity}}, in stage order."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.2, 4.2))
+    stages = list(rows)
+    first = rows[stages[0]]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, d in enumerate(first):
+        c = colours[i % len(colours)]
+        for rec in recorded or []:
+            ax.plot(stages, [100 * (rec[s][d] / rec[stages[0]][d] - 1) for s in stages], color=c, lw=0.8, alpha=0.5)
+        ax.plot(stages, [100 * (rows[s][d] / first[d] - 1) for s in stages], "o-", color=c, label=d,
+                lw=3.5 if d == focus else 1.8)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylabel("perplexity change from the pretrained model (%)")
+    ax.set_xlabel("stage" + (" (thin lines: recorded seeds)" if recorded else ""))
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8)
+    return ax
