@@ -116,6 +116,27 @@ class Exercise:
         return ExerciseNotDone(f"{what}\nHint: {self.hint}\n{todo}", exercise=self.name, verdict=v)
 
 
+def which_mistake(fn: Callable, got: Any, args: tuple, mistakes: list[tuple[Callable, str]], cases: list[tuple],
+                  same: Callable[[Any, Any], bool] = close) -> str | None:
+    """The explanation of the known mistake that `got` (fn's answer for `args`) matches, or None.
+
+    Two mistakes can give the same answer on one case; then the one that agrees with fn on every case wins.
+    """
+    found = [(mistake, why) for mistake, why in mistakes if same(got, mistake(*_copy(args)))]
+    if len(found) > 1:
+        for mistake, why in found:
+            if _same_everywhere(fn, mistake, cases, same):
+                return why
+    return found[0][1] if found else None
+
+
+def _same_everywhere(fn: Callable, mistake: Callable, cases: list[tuple], same: Callable[[Any, Any], bool]) -> bool:
+    try:
+        return all(same(fn(*_copy(args)), mistake(*_copy(args))) for args in cases)
+    except Exception:  # noqa: BLE001 - a learner's function that fails on a case simply does not match there
+        return False
+
+
 def _copy(args: tuple) -> tuple:
     return tuple(a.clone() if isinstance(a, torch.Tensor) else a.copy() if isinstance(a, np.ndarray) else a
                  for a in args)
