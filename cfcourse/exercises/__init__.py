@@ -68,7 +68,7 @@ class Exercise:
     hint: str
     cases: Callable[[], list[tuple]] | None = None  # each case: a tuple of positional arguments
     verify_fn: Callable[[Callable], Verdict] | None = None
-    wrong_answers: list[Callable] = field(default_factory=list)  # known mistakes; tests check they fail
+    wrong_answers: list[Callable] = field(default_factory=list)  # the reference with one plausible mistake each
 
     def verify(self, fn: Callable) -> Verdict:
         """Run `fn` against the cases (or the custom verifier) and say whether it is right."""
