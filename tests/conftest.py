@@ -238,3 +238,24 @@ def subprocess_env(course_data) -> dict[str, str]:
                MPLBACKEND="Agg", CFCOURSE_DEVICE="cpu",
                OMP_NUM_THREADS="1")
     return env
+
+
+# ---------------------------------------------------------------------------
+# The mutant table: tests/test_exercise_mutants.py records how many plausible wrong answers each exercise's
+# check refused, and it is printed at the end of the run.
+# ---------------------------------------------------------------------------
+
+_MUTANT_TABLE: dict[str, tuple[int, int, float]] = {}
+
+
+@pytest.fixture(scope="session")
+def mutant_table() -> dict[str, tuple[int, int, float]]:
+    """Exercise name -> (mutants, mutants caught, seconds its check takes on the reference)."""
+    return _MUTANT_TABLE
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _MUTANT_TABLE:
+        terminalreporter.section("exercise checks: plausible wrong answers refused")
+        for name, (n, caught, seconds) in _MUTANT_TABLE.items():
+            terminalreporter.write_line(f"{name}: {n} mutants, {caught} caught (check: {seconds:.2f} s)")

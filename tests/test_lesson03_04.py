@@ -56,11 +56,15 @@ def test_reference_passes_and_stub_is_not_done(name):
     assert not verdict.ok and verdict.not_done
 
 
+NAMED = {"predict_within_task": lesson03.MISTAKES, "fisher_diagonal": lesson04.FISHER_MISTAKES,
+         "ewc_penalty": lesson04.PENALTY_MISTAKES}
+
+
 @pytest.mark.parametrize("name", EXERCISES)
 def test_every_known_mistake_is_caught_and_explained(name):
     exercise = getattr(check, name)
     assert len(exercise.wrong_answers) >= 3
-    for wrong in exercise.wrong_answers:
+    for wrong, _ in NAMED[name]:
         verdict = exercise.verify(wrong)
         assert not verdict.ok and not verdict.not_done, wrong.__name__
         assert "looks like" in verdict.message or "plain number" in verdict.message, (wrong.__name__, verdict.message)
@@ -171,6 +175,8 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_grows_with_distance():
 
 def test_a_detached_penalty_is_refused_although_its_value_is_right():
     verdict = check.ewc_penalty.verify(lambda m, a, f, lam: lesson04.ewc_penalty(m, a, f, lam).detach())
+    assert not verdict.ok and "the value is right" in verdict.message and "cut off from the weights" in verdict.message
+    verdict = check.ewc_penalty.verify(lambda m, a, f, lam: lesson04.ewc_penalty(m, a, f, lam).item())
     assert not verdict.ok and "plain number" in verdict.message
 
 

@@ -57,6 +57,19 @@ def test_correct_answers_look_uniform_from_other_seeds_too(seed):
     for fn in (reservoir_update, _other_correct_reservoir):
         counts = lesson05.inclusion_counts(fn, seed=seed)
         assert lesson05.uniformity_problem(counts, lesson05.RUNS, lesson05.SIZE) is None
+        short = lesson05.inclusion_counts(fn, lesson05.SHORT_STREAM, lesson05.SHORT_SIZE, lesson05.SHORT_RUNS, seed)
+        assert lesson05.off_by_one_problem(short, lesson05.SHORT_RUNS, lesson05.SHORT_SIZE) is None
+
+
+def test_the_short_stream_sees_a_draw_off_by_one_where_the_long_one_cannot():
+    """randrange(seen + 1) holds the items that filled the buffer with probability (size+1)/(n+1), not size/n."""
+    long = lesson05.inclusion_counts(lesson05.draw_one_too_many)
+    assert lesson05.uniformity_problem(long, lesson05.RUNS, lesson05.SIZE) is None  # 200 items: about 2 sd away
+    short = lesson05.inclusion_counts(lesson05.draw_one_too_many, lesson05.SHORT_STREAM, lesson05.SHORT_SIZE,
+                                      lesson05.SHORT_RUNS)
+    first = sum(short[:lesson05.SHORT_SIZE]) / (lesson05.SHORT_RUNS * lesson05.SHORT_SIZE)
+    assert first == pytest.approx((lesson05.SHORT_SIZE + 1) / (lesson05.SHORT_STREAM + 1), abs=0.01)
+    assert "too often" in lesson05.off_by_one_problem(short, lesson05.SHORT_RUNS, lesson05.SHORT_SIZE)
 
 
 def test_the_check_is_repeatable_and_counts_full_buffers():
@@ -67,7 +80,7 @@ def test_the_check_is_repeatable_and_counts_full_buffers():
 
 def test_every_known_mistake_is_registered():
     assert check.reservoir_update.wrong_answers == lesson05.WRONG_ANSWERS
-    assert len(lesson05.WRONG_ANSWERS) >= 5
+    assert len(lesson05.WRONG_ANSWERS) >= 6
 
 
 @pytest.mark.parametrize("wrong", lesson05.WRONG_ANSWERS, ids=lambda f: f.__name__)
@@ -84,6 +97,13 @@ def test_known_mistakes_are_caught(wrong):
     (lesson05.replace_the_oldest, "not always the oldest"),
     (lesson05.no_size_bound, "must never hold more than `size`"),
     (lesson05.returns_a_new_list, "change `buffer` itself"),
+    (lesson05.draw_one_too_many, "it looks like your draw is off by one"),
+    (lesson05.randint_includes_its_end, "rng.randint(0, seen) includes seen itself"),
+    (lesson05.draw_one_too_few, "rng.randrange(seen - 1) draws from one number too few"),
+    (lesson05.last_slot_never_replaced, "the oldest items are held far too often"),
+    (lesson05.fills_by_seen_off_by_one, "every item offered is kept"),
+    (lesson05.fills_one_too_many, "must never hold more than `size`"),
+    (lesson05.uses_the_module_random, "draw every random number from `rng`"),
 ], ids=lambda x: getattr(x, "__name__", ""))
 def test_each_mistake_gets_a_message_that_names_it(wrong, says):
     assert says in check.reservoir_update.verify(wrong).message

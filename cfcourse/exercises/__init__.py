@@ -68,7 +68,7 @@ class Exercise:
     hint: str
     cases: Callable[[], list[tuple]] | None = None  # each case: a tuple of positional arguments
     verify_fn: Callable[[Callable], Verdict] | None = None
-    wrong_answers: list[Callable] = field(default_factory=list)  # known mistakes; tests check they fail
+    wrong_answers: list[Callable] = field(default_factory=list)  # the reference with one plausible mistake each
 
     def verify(self, fn: Callable) -> Verdict:
         """Run `fn` against the cases (or the custom verifier) and say whether it is right."""
@@ -114,6 +114,27 @@ class Exercise:
             what = f"Exercise {self.name} is not right yet: {v.message}."
             todo = f"Fix {self.name} in the exercise cell above, run that cell, then run this check again."
         return ExerciseNotDone(f"{what}\nHint: {self.hint}\n{todo}", exercise=self.name, verdict=v)
+
+
+def which_mistake(fn: Callable, got: Any, args: tuple, mistakes: list[tuple[Callable, str]], cases: list[tuple],
+                  same: Callable[[Any, Any], bool] = close) -> str | None:
+    """The explanation of the known mistake that `got` (fn's answer for `args`) matches, or None.
+
+    Two mistakes can give the same answer on one case; then the one that agrees with fn on every case wins.
+    """
+    found = [(mistake, why) for mistake, why in mistakes if same(got, mistake(*_copy(args)))]
+    if len(found) > 1:
+        for mistake, why in found:
+            if _same_everywhere(fn, mistake, cases, same):
+                return why
+    return found[0][1] if found else None
+
+
+def _same_everywhere(fn: Callable, mistake: Callable, cases: list[tuple], same: Callable[[Any, Any], bool]) -> bool:
+    try:
+        return all(same(fn(*_copy(args)), mistake(*_copy(args))) for args in cases)
+    except Exception:  # noqa: BLE001 - a learner's function that fails on a case simply does not match there
+        return False
 
 
 def _copy(args: tuple) -> tuple:

@@ -76,11 +76,57 @@ def _loss_after_step(model, optimizer, x, y):
     return torch.nn.functional.cross_entropy(model(x), y).item()  # the loss after the step, not before
 
 
+def _summed_loss(model, optimizer, x, y):
+    loss = torch.nn.functional.cross_entropy(model(x), y, reduction="sum")  # the sum over the batch, not the mean
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def _gradient_ascent(model, optimizer, x, y):
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    optimizer.zero_grad()
+    (-loss).backward()  # the sign flipped: every step climbs the loss
+    optimizer.step()
+    return loss.item()
+
+
+def _nll_on_raw_logits(model, optimizer, x, y):
+    loss = torch.nn.functional.nll_loss(model(x), y)  # nll_loss wants log-probabilities, not raw logits
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def _two_steps(model, optimizer, x, y):
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    optimizer.step()  # one step too many: the weights move twice per call
+    return loss.item()
+
+
+def _detached_logits(model, optimizer, x, y):
+    loss = torch.nn.functional.cross_entropy(model(x).detach(), y)  # cut from the weights: no gradient reaches them
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def _no_return(model, optimizer, x, y):
+    toy.train_step(model, optimizer, x, y)  # the step is right, but the loss is never returned
+
+
 check.register(Exercise(
     name="train_step",
     reference=toy.train_step,
     hint="four lines in this order: loss = F.cross_entropy(model(x), y); optimizer.zero_grad(); loss.backward(); "
          "optimizer.step(); then return loss.item() (the loss before the step)",
     verify_fn=verify_train_step,
-    wrong_answers=[_no_zero_grad, _no_step, _zero_grad_after_backward, _returns_tensor, _loss_after_step],
+    wrong_answers=[_no_zero_grad, _no_step, _zero_grad_after_backward, _returns_tensor, _loss_after_step, _summed_loss,
+                   _gradient_ascent, _nll_on_raw_logits, _two_steps, _detached_logits, _no_return],
 ))

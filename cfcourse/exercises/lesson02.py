@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..metrics import AccuracyMatrix
-from . import Exercise, Verdict, check, close
+from . import Exercise, Verdict, check, close, which_mistake
 
 
 def backward_transfer(R: np.ndarray) -> float:
@@ -67,16 +67,19 @@ def _verifier(name: str, truth: Callable[[np.ndarray], object], mistakes: list[t
                 return Verdict(False, f"{shown}: it should be one number, the mean over the earlier tasks")
             if not one_number and np.ndim(got) == 0:
                 return Verdict(False, f"{shown}: it should give one number per earlier task, not a single number")
-            for mistake, why in mistakes:
-                if close(got, mistake(R.copy())):
-                    return Verdict(False, f"{shown}: {why}")
-            return Verdict(False, shown)
+            why = which_mistake(fn, got, (R,), mistakes, [(M,) for M in _matrices()])
+            return Verdict(False, f"{shown}: {why}" if why else shown)
         return Verdict(True, "all cases match")
     return verify
 
 
 def _diag(R: np.ndarray) -> np.ndarray:
     return np.diag(R)
+
+
+def _mean_or_nan(values: np.ndarray) -> float:
+    """The mean, or NaN (without NumPy's warning) when there is nothing to average."""
+    return float(np.mean(values)) if len(values) else float("nan")
 
 
 def _named(name: str, fn: Callable) -> Callable:
@@ -102,6 +105,15 @@ BWT_MISTAKES = [
      "after training it"),
     (_named("summed_instead_of_mean", lambda R: float(np.sum(R[-1, :-1] - _diag(R)[:-1]))),
      "it looks like a sum; BWT is the mean over the earlier tasks"),
+    (_named("second_to_last_row", lambda R: float(np.mean(R[-2, :-1] - _diag(R)[:-1]))),
+     "it looks like you took the second-to-last row, R[T-2], as the final accuracies; the final row is "
+     "R[T-1], i.e. R[-1]"),
+    (_named("row_after_the_next_task", lambda R: float(np.mean([R[j + 1, j] - R[j, j] for j in range(len(R) - 1)]))),
+     "it looks like you subtracted R[j][j] from R[j+1][j], the accuracy one task later; BWT compares with the "
+     "final row, R[T-1][j]"),
+    (_named("dropped_one_earlier_task", lambda R: _mean_or_nan(R[-1, :-2] - _diag(R)[:-2])),
+     "it looks like one earlier task is missing (an index off by one): the earlier tasks are j = 0 .. T-2, "
+     "range(T - 1)"),
 ]
 
 FORGETTING_MISTAKES = [
@@ -117,7 +129,33 @@ FORGETTING_MISTAKES = [
      "it looks like you included the last task; forgetting is defined for the T-1 earlier tasks only"),
     (_named("max_along_rows", lambda R: R[:-1, :-1].max(axis=1) - R[-1, :-1]),
      "it looks like the maximum runs along a row; take it down column j (over stages i), i.e. axis=0"),
+    (_named("min_instead_of_max", lambda R: R[:-1, :-1].min(axis=0) - R[-1, :-1]),
+     "it looks like the minimum of the column; forgetting starts from the best accuracy, the maximum"),
+    (_named("first_row_as_the_best", lambda R: R[0, :-1] - R[-1, :-1]),
+     "it looks like you subtracted from the first row, R[0][j]; take the best accuracy of column j over every "
+     "stage before the last, R[:-1, j].max()"),
+    (_named("second_to_last_row_as_final", lambda R: R[:-1, :-1].max(axis=0) - R[-2, :-1]),
+     "it looks like the second-to-last row, R[T-2], is used as the final accuracies; the final row is R[T-1], "
+     "i.e. R[-1]"),
+    (_named("rows_and_columns_swapped", lambda R: R[:-1, :-1].max(axis=1) - R[:-1, -1]),
+     "it looks like rows and columns are swapped: task j's accuracies over time are column j, R[:, j], and its "
+     "final accuracy is in the last row, R[-1][j]"),
 ]
+
+
+def _mean_forgetting(R: np.ndarray) -> float:
+    """The mean over the earlier tasks: one number, where one per task is asked for."""
+    return float(forgetting_per_task(R).mean())
+
+
+def _forgetting_without_return(R: np.ndarray) -> None:
+    """The right values, computed and never returned."""
+    forgetting_per_task(R)
+
+
+def _bwt_per_task(R: np.ndarray) -> np.ndarray:
+    """One difference per earlier task, not their mean."""
+    return R[-1, :-1] - _diag(R)[:-1]
 
 check.register(Exercise(
     name="backward_transfer",
@@ -125,7 +163,7 @@ check.register(Exercise(
     hint="the final accuracies are the last row R[-1]; the just-after-training accuracies are the diagonal "
          "np.diag(R); take their difference for the T-1 earlier tasks only, then the mean",
     verify_fn=_verifier("backward_transfer(R)", lambda R: AccuracyMatrix.from_array(R).bwt, BWT_MISTAKES, True),
-    wrong_answers=[mistake for mistake, _ in BWT_MISTAKES],
+    wrong_answers=[mistake for mistake, _ in BWT_MISTAKES] + [_bwt_per_task],
 ))
 
 check.register(Exercise(
@@ -135,5 +173,5 @@ check.register(Exercise(
          "final R[T-1][j]; R[:-1, :-1].max(axis=0) gives every best at once",
     verify_fn=_verifier("forgetting_per_task(R)", lambda R: AccuracyMatrix.from_array(R).forgetting,
                         FORGETTING_MISTAKES, False),
-    wrong_answers=[mistake for mistake, _ in FORGETTING_MISTAKES],
+    wrong_answers=[mistake for mistake, _ in FORGETTING_MISTAKES] + [_mean_forgetting, _forgetting_without_return],
 ))

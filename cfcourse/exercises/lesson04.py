@@ -107,6 +107,21 @@ def _summed(model, x, y):
     return {n: f * len(y) for n, f in fisher_diagonal(model, x, y).items()}
 
 
+def _squared_summed_gradient(model, x, y):
+    params = trainable(model)
+    g = torch.autograd.grad(_log_lik(model(x), y) * len(y), list(params.values()))  # one gradient of the sum
+    return {n: t.square() for n, t in zip(params, g)}
+
+
+def _gradients_piled_up(model, x, y):
+    grads, fisher, total = _per_sample(model, x, y, _log_lik), {}, {}
+    for g in grads:  # what p.grad holds after each backward when it is never zeroed: a running sum
+        for n, t in g.items():
+            total[n] = total.get(n, 0) + t
+            fisher[n] = fisher.get(n, 0) + total[n].square() / len(grads)
+    return fisher
+
+
 def _probability(model, x, y):
     def prob(logits, y):
         return logits.softmax(1)[0, y[0]]
@@ -127,7 +142,28 @@ FISHER_MISTAKES = [
      "log p(y|x) = -F.cross_entropy(logits, y)"),
     (_named("first_sample_only", lambda model, x, y: fisher_diagonal(model, x[:1], y[:1])),
      "it looks like only the first sample counted; loop over every sample in x"),
+    (_named("squared_the_summed_gradient", _squared_summed_gradient),
+     "it looks like you squared the gradient of the log-likelihood summed over all samples; the Fisher squares "
+     "each sample's own gradient first, then averages the squares (one backward pass per sample)"),
+    (_named("gradients_piled_up", _gradients_piled_up),
+     "it looks like the gradients piled up from sample to sample: loss.backward() adds to p.grad, so each "
+     "square included the earlier samples' gradients. Set p.grad to None (or zero it) before each backward, "
+     "or use torch.autograd.grad"),
+    (_named("absolute_value_not_square", lambda model, x, y: _mean_of(_per_sample(model, x, y, _log_lik), torch.abs)),
+     "it looks like the absolute value of the gradients; the Fisher is the mean of their squares"),
+    (_named("predicted_labels_not_true_ones", lambda model, x, y: fisher_diagonal(model, x, model(x).argmax(1))),
+     "it looks like the log-likelihood of the model's own predictions, model(x).argmax(1); use the true labels y"),
 ]
+
+
+def fisher_without_return(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """The Fisher is computed and never returned."""
+    fisher_diagonal(model, x, y)
+
+
+def fisher_as_a_list(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """The right tensors in a list, without the parameter names."""
+    return list(fisher_diagonal(model, x, y).values())
 
 
 def _verify_fisher(fn: Callable) -> Verdict:
@@ -189,6 +225,16 @@ def _plain_sum(model: nn.Module, anchor: Tensors, fisher: Tensors, term: Callabl
     return sum(term(fisher[n], p - anchor[n]).sum() for n, p in trainable(model).items())
 
 
+def _first_parameter_only(model: nn.Module, anchor: Tensors, fisher: Tensors, lam: float) -> torch.Tensor:
+    for name, p in trainable(model).items():
+        return lam / 2 * (fisher[name] * (p - anchor[name]) ** 2).sum()  # returns inside the loop
+
+
+DETACHED = ("the value is right, but {what}, so loss.backward() could not pull the weights back; keep it a torch "
+            "tensor computed from model.named_parameters() (no .item(), float(), .detach(), model.state_dict() or "
+            "torch.no_grad())")
+PLAIN_NUMBER = "it is a plain number, not a tensor connected to the weights"
+
 PENALTY_MISTAKES = [
     (_named("forgot_the_half", lambda m, a, f, lam: lam * quadratic_penalty(m, a, f)),
      "it looks like you left out the 1/2: the penalty is lam / 2 * sum F (w - w*)^2"),
@@ -205,10 +251,49 @@ PENALTY_MISTAKES = [
     (_named("fisher_squared",
             lambda m, a, f, lam: lam / 2 * _plain_sum(m, a, f, lambda fi, d: (fi * d) ** 2)),
      "it looks like the Fisher is squared too; only the distance is: F_i * (w_i - w*_i)^2"),
+    (_named("norm_not_squared", lambda m, a, f, lam: lam / 2 * quadratic_penalty(m, a, f).sqrt()),
+     "it looks like the square root of the weighted sum (a norm, as torch.norm gives); the penalty is the sum "
+     "itself, lam / 2 * sum F (w - w*)^2, without a root"),
+    (_named("sum_not_difference",
+            lambda m, a, f, lam: lam / 2 * sum((f[n] * (p + a[n]) ** 2).sum() for n, p in trainable(m).items())),
+     "it looks like w + w* where the distance w - w* belongs: the penalty must be 0 when the weights are at the "
+     "anchor"),
+    (_named("first_parameter_only", _first_parameter_only),
+     "it looks like only the first parameter counted (is the `return` inside the loop?); add up the terms of "
+     "every parameter in model.named_parameters(), then return"),
     (_named("detached_number", lambda m, a, f, lam: ewc_penalty(m, a, f, lam).item()),
-     "the value is right, but it is a plain number, not a tensor connected to the weights, so loss.backward() "
-     "could not pull the weights back; keep it a torch tensor (no .item(), float() or torch.no_grad())"),
+     DETACHED.format(what=PLAIN_NUMBER)),
 ]
+
+IN_PLACE = ("the value is right, but your function changed the {what} it was given; training calls the penalty at "
+            "every step, so the change would pile up. Build new tensors, f * (p - a) ** 2, instead of changing them "
+            "in place (*=, -=, .mul_())")
+
+
+def penalty_without_return(model: nn.Module, anchor: Tensors, fisher: Tensors, lam: float) -> None:
+    """The penalty is computed and never returned."""
+    ewc_penalty(model, anchor, fisher, lam)
+
+
+def weights_from_the_state_dict(model: nn.Module, anchor: Tensors, fisher: Tensors, lam: float) -> torch.Tensor:
+    """The weights taken from model.state_dict(), which holds detached copies: the right value, no gradient."""
+    weights = model.state_dict()
+    return lam / 2 * sum((fisher[n] * (weights[n] - anchor[n]) ** 2).sum() for n in anchor)
+
+
+def rewrapped_as_a_new_tensor(model: nn.Module, anchor: Tensors, fisher: Tensors, lam: float) -> torch.Tensor:
+    """A number wrapped in a new tensor that requires grad: a tensor, but not connected to the weights."""
+    return torch.tensor(ewc_penalty(model, anchor, fisher, lam).item(), requires_grad=True)
+
+
+def fisher_scaled_in_place(model: nn.Module, anchor: Tensors, fisher: Tensors, lam: float) -> torch.Tensor:
+    """The right value, but the caller's Fisher is multiplied by lam / 2 in place: it grows at every call."""
+    total = 0
+    for name, p in trainable(model).items():
+        f = fisher[name]
+        f *= lam / 2
+        total = total + (f * (p - anchor[name]) ** 2).sum()
+    return total
 
 
 def _number(x) -> float:
@@ -221,7 +306,8 @@ def _verify_penalty(fn: Callable) -> Verdict:
         params = list(trainable(model).values())
         want = ewc_penalty(model, anchor, fisher, lam)
         want_grads, want_value = torch.autograd.grad(want, params), _number(want)
-        got = fn(model, {n: t.clone() for n, t in anchor.items()}, {n: t.clone() for n, t in fisher.items()}, lam)
+        given = {n: t.clone() for n, t in anchor.items()}, {n: t.clone() for n, t in fisher.items()}
+        got = fn(model, *given, lam)
         if got is None:
             return Verdict(False, "ewc_penalty returned None: did you forget the `return`?")
         if not isinstance(got, (int, float, torch.Tensor)) or torch.as_tensor(got).numel() != 1:
@@ -233,11 +319,18 @@ def _verify_penalty(fn: Callable) -> Verdict:
                 if abs(value - _number(mistake(model, anchor, fisher, lam))) <= 1e-5 * max(1.0, abs(value)):
                     return Verdict(False, f"{shown}: {why}")
             return Verdict(False, shown)
+        for what, was, now in (("anchor", anchor, given[0]), ("fisher", fisher, given[1])):
+            if not all(torch.equal(was[n], now[n]) for n in was):
+                return Verdict(False, IN_PLACE.format(what=what))
         if want_value == 0.0:
             continue  # at the anchor the gradient is zero too: nothing more to compare
-        if not isinstance(got, torch.Tensor) or not got.requires_grad:
-            return Verdict(False, PENALTY_MISTAKES[-1][1])
+        if not isinstance(got, torch.Tensor):
+            return Verdict(False, DETACHED.format(what=PLAIN_NUMBER))
+        if not got.requires_grad:
+            return Verdict(False, DETACHED.format(what="the tensor is cut off from the weights (it has no gradient)"))
         grads = torch.autograd.grad(got.reshape(()), params, allow_unused=True)
+        if all(g is None for g in grads):
+            return Verdict(False, DETACHED.format(what="it is a new tensor made from the value, not from the weights"))
         if any(g is None for g in grads):
             return Verdict(False, "the penalty does not depend on every weight: loop over all of "
                                   "model.named_parameters() (every name in anchor)")
@@ -254,7 +347,7 @@ check.register(Exercise(
          "grads = torch.autograd.grad(log_p, params); add each grad ** 2 to a running sum per parameter; "
          "at the end divide every sum by len(y)",
     verify_fn=_verify_fisher,
-    wrong_answers=[mistake for mistake, _ in FISHER_MISTAKES],
+    wrong_answers=[mistake for mistake, _ in FISHER_MISTAKES] + [fisher_without_return, fisher_as_a_list],
 ))
 
 check.register(Exercise(
@@ -263,5 +356,6 @@ check.register(Exercise(
     hint="loop over model.named_parameters(): total = total + (fisher[name] * (p - anchor[name]) ** 2).sum(); "
          "return lam / 2 * total (a tensor, so that loss.backward() reaches the weights)",
     verify_fn=_verify_penalty,
-    wrong_answers=[mistake for mistake, _ in PENALTY_MISTAKES],
+    wrong_answers=[mistake for mistake, _ in PENALTY_MISTAKES] + [penalty_without_return, weights_from_the_state_dict,
+                                                                  rewrapped_as_a_new_tensor, fisher_scaled_in_place],
 ))

@@ -2,11 +2,14 @@
 
 A correct reservoir can use its random numbers in many ways, so the check does
 not compare the learner's buffer with the reference's. It offers a stream of
-items to the learner's function and checks the three things reservoir sampling
-promises: every item is kept while the buffer fills, the buffer never holds
-more than `size`, and over many runs (from a fixed seed) every item of the
-stream is held equally often, size/n of the time. The reference is the
-package's own `cfcourse.strategies.rehearsal.reservoir_update`.
+items to the learner's function and checks what reservoir sampling promises:
+every item is kept while the buffer fills, the buffer never holds more than
+`size`, and over many runs (from a fixed seed) every item of the stream is held
+equally often, size/n of the time. A second, short stream offered many times
+sees a draw that is off by one (the items that filled the buffer are then held
+about 1/n too often or too rarely, too little for the long stream to see), and
+two runs from one seed must hold the same items (every draw comes from `rng`).
+The reference is the package's own `cfcourse.strategies.rehearsal.reservoir_update`.
 """
 from __future__ import annotations
 
@@ -20,24 +23,38 @@ STREAM = 200  # items offered in each run: 0, 1, ..., 199
 SIZE = 20  # capacity: each item should be held in size/n = 10% of the runs
 RUNS = 1000  # runs behind the frequencies; one Random(0) feeds them all, so the check is repeatable
 SIGMAS = 5.0  # how far from the expected frequency an honest reservoir may land by chance
+THOROUGH_RUNS = 20  # runs whose buffer is checked for duplicates after every offer (the others: at the end)
+
+# The short stream: a draw off by one holds the `size` items that filled the buffer with probability
+# (size +- 1) / (n +- 1) instead of size / n. On 10 items into 5 slots, 2000 runs put that 12 (one too many
+# numbers drawn) or 15 (one too few) standard deviations away, where SIGMAS = 5 is allowed.
+SHORT_STREAM, SHORT_SIZE, SHORT_RUNS = 10, 5, 2000
 
 
 class _Wrong(Exception):
     """A rule of reservoir sampling was broken; the message says which, for the learner."""
 
 
-def _run(fn: Callable, n: int, size: int, rng: random.Random) -> list:
-    """Offer items 0..n-1 to an empty list through `fn`, checking the buffer after every offer."""
+def _run(fn: Callable, n: int, size: int, rng: random.Random, thorough: bool = True) -> list:
+    """Offer items 0..n-1 to an empty list through `fn`, checking its length after every offer and what it holds
+    after every offer (`thorough`) or at the end."""
     buffer: list = []
     for seen in range(1, n + 1):
         result = fn(buffer, seen - 1, seen, rng, size)
         want = min(seen, size)
         if len(buffer) != want:
             raise _Wrong(_length_message(buffer, result, seen, size, want))
-        if len(set(buffer)) != len(buffer) or not set(buffer) <= set(range(seen)):
-            raise _Wrong(f"after offering items 0..{seen - 1} the buffer holds {sorted(buffer)}: an item twice, "
-                         "or one never offered; each slot must hold one of the items offered, each at most once")
+        if thorough or seen == n:
+            _check_held(buffer, seen)
     return buffer
+
+
+def _check_held(buffer: list, seen: int) -> None:
+    """Each slot holds one of the items 0..seen-1 offered so far, each at most once."""
+    held = set(buffer)
+    if len(held) != len(buffer) or not all(type(item) is int and 0 <= item < seen for item in held):
+        raise _Wrong(f"after offering items 0..{seen - 1} the buffer holds {sorted(buffer, key=repr)}: an item twice, "
+                     "or one never offered; each slot must hold one of the items offered, each at most once")
 
 
 def _length_message(buffer: list, result, seen: int, size: int, want: int) -> str:
@@ -58,8 +75,8 @@ def inclusion_counts(fn: Callable, n: int = STREAM, size: int = SIZE, runs: int 
     """How many of `runs` runs end with each item 0..n-1 of the stream in the buffer (one seeded Random for all)."""
     rng = random.Random(seed)
     counts = [0] * n
-    for _ in range(runs):
-        for item in _run(fn, n, size, rng):
+    for r in range(runs):
+        for item in _run(fn, n, size, rng, thorough=r < THOROUGH_RUNS):
             counts[item] += 1
     return counts
 
@@ -98,14 +115,53 @@ def uniformity_problem(counts: list[int], runs: int, size: int) -> str | None:
     return None
 
 
+def off_by_one_problem(counts: list[int], runs: int, size: int) -> str | None:
+    """What is wrong with the inclusion counts of a short stream, or None if the items that filled the buffer are
+    held as often as the others.
+
+    Their number in the buffer at the end of a run is hypergeometric for a uniform sample (size of the n items,
+    `size` of them marked); a draw from one number too many or too few moves its mean by about size/n.
+    """
+    n = len(counts)
+    p = size / n
+    sd = (runs * size * p * (1 - p) * (n - size) / (n - 1)) ** 0.5 / (runs * size)  # of their mean frequency
+    first = sum(counts[:size]) / (runs * size)
+    where = (f"(offering {n} items to a buffer of {size}, {runs} times: each of the {size} items that filled the "
+             f"buffer is held in {first:.1%} of the runs; a uniform sample holds each in size/n = {p:.0%})")
+    if first - p > SIGMAS * sd:
+        return (f"the items that filled the buffer stay too often {where}: it looks like your draw is off by one. "
+                "A new item must get in with probability size/seen, so draw one of `seen` whole numbers, 0 to seen-1: "
+                "rng.randrange(seen) (rng.randint(0, seen) includes seen itself, one number too many)")
+    if p - first > SIGMAS * sd:
+        return (f"the items that filled the buffer stay too rarely {where}: it looks like your draw is off by one. "
+                "A new item must get in with probability size/seen, so draw one of `seen` whole numbers, 0 to seen-1, "
+                "with rng.randrange(seen) (rng.randrange(seen - 1) draws from one number too few)")
+    return None
+
+
+def _not_repeatable(fn: Callable) -> str | None:
+    """None if two runs from one seed hold the same items, else what to do."""
+    first, again = (_run(fn, STREAM, SIZE, random.Random(1)) for _ in range(2))
+    if first == again:
+        return None
+    return ("two runs from the same seed ended with different buffers: draw every random number from `rng`, the "
+            "random.Random your function is given (rng.randrange, not random.randrange or NumPy), so that a seeded "
+            "lesson keeps the same samples every time")
+
+
 def verify_reservoir_update(fn: Callable) -> Verdict:
-    """Fill, size bound, then uniformity over RUNS runs of a STREAM-item stream into SIZE slots."""
+    """Fill, size bound, uniformity over RUNS runs of a STREAM-item stream into SIZE slots, then a draw off by one
+    on a short stream and the same buffer from the same seed."""
     try:
         _run(fn, SIZE, SIZE, random.Random(0))  # filling only: every item kept
         counts = inclusion_counts(fn)
+        problem = uniformity_problem(counts, RUNS, SIZE)
+        if problem:
+            return Verdict(False, problem)
+        short = inclusion_counts(fn, SHORT_STREAM, SHORT_SIZE, SHORT_RUNS)
+        problem = off_by_one_problem(short, SHORT_RUNS, SHORT_SIZE) or _not_repeatable(fn)
     except _Wrong as e:
         return Verdict(False, str(e))
-    problem = uniformity_problem(counts, RUNS, SIZE)
     if problem:
         return Verdict(False, problem)
     lo, hi = min(counts) / RUNS, max(counts) / RUNS
@@ -164,8 +220,90 @@ def returns_a_new_list(buffer, item, seen, rng, size):
     return buffer + [item] if len(buffer) < size else list(buffer)
 
 
+def draw_one_too_many(buffer, item, seen, rng, size):
+    """Draws from seen + 1 numbers, 0..seen: a new item gets in with probability size/(seen+1)."""
+    if len(buffer) < size:
+        buffer.append(item)
+    else:
+        j = rng.randrange(seen + 1)
+        if j < size:
+            buffer[j] = item
+
+
+def randint_includes_its_end(buffer, item, seen, rng, size):
+    """rng.randint(0, seen) includes seen: one number too many, as with randrange(seen + 1)."""
+    if len(buffer) < size:
+        buffer.append(item)
+    else:
+        j = rng.randint(0, seen)
+        if j < size:
+            buffer[j] = item
+
+
+def draw_one_too_few(buffer, item, seen, rng, size):
+    """Draws from seen - 1 numbers: a new item gets in with probability size/(seen-1)."""
+    if len(buffer) < size:
+        buffer.append(item)
+    else:
+        j = rng.randrange(seen - 1)
+        if j < size:
+            buffer[j] = item
+
+
+def less_or_equal(buffer, item, seen, rng, size):
+    """j <= size instead of j < size: one slot too many, the one past the end of the buffer."""
+    if len(buffer) < size:
+        buffer.append(item)
+    else:
+        j = rng.randrange(seen)
+        if j <= size:
+            buffer[j] = item
+
+
+def last_slot_never_replaced(buffer, item, seen, rng, size):
+    """j < size - 1: the last slot is never replaced, and new items get in a little too rarely."""
+    if len(buffer) < size:
+        buffer.append(item)
+    else:
+        j = rng.randrange(seen)
+        if j < size - 1:
+            buffer[j] = item
+
+
+def fills_by_seen_off_by_one(buffer, item, seen, rng, size):
+    """Fills while seen < size (not len(buffer) < size): the size-th item replaces a held one instead of filling."""
+    if seen < size:
+        buffer.append(item)
+    else:
+        j = rng.randrange(seen)
+        if j < size:
+            buffer[j] = item
+
+
+def fills_one_too_many(buffer, item, seen, rng, size):
+    """Appends while len(buffer) <= size: the buffer ends up one item over its size."""
+    if len(buffer) <= size:
+        buffer.append(item)
+    else:
+        j = rng.randrange(seen)
+        if j < size:
+            buffer[j] = item
+
+
+def uses_the_module_random(buffer, item, seen, rng, size):
+    """Right, but draws from the module `random` instead of `rng`: a seeded lesson is not repeatable."""
+    if len(buffer) < size:
+        buffer.append(item)
+    else:
+        j = random.randrange(seen)
+        if j < size:
+            buffer[j] = item
+
+
 WRONG_ANSWERS = [always_replace_a_random_slot, keep_the_first_n, no_size_bound, keep_with_probability_one_over_seen,
-                 always_replace_the_last_slot, replace_the_oldest, returns_a_new_list]
+                 always_replace_the_last_slot, replace_the_oldest, returns_a_new_list, draw_one_too_many,
+                 randint_includes_its_end, draw_one_too_few, less_or_equal, last_slot_never_replaced,
+                 fills_by_seen_off_by_one, fills_one_too_many, uses_the_module_random]
 
 check.register(Exercise(
     name="reservoir_update",

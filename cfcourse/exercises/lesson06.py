@@ -49,6 +49,13 @@ def _soft(logits: torch.Tensor, T: float) -> torch.Tensor:
     return F.log_softmax(logits / T, dim=1)
 
 
+def _kl_div_given_probabilities(new: torch.Tensor, old: torch.Tensor, T: float) -> torch.Tensor:
+    """What F.kl_div(softmax(new / T), softmax(old / T), reduction="batchmean") * T² computes: it takes its first
+    argument for log-probabilities."""
+    log_p_old = _soft(old, T)
+    return (log_p_old.exp() * (log_p_old - _soft(new, T).exp())).sum(1).mean() * T ** 2
+
+
 MISTAKES = [
     (_named("no_t_squared", lambda new, old, T: _kl(_soft(old, T), _soft(new, T)).mean()),
      "it looks like the T² factor is missing: softening by T shrinks the gradients by about 1/T², so LwF "
@@ -72,7 +79,28 @@ MISTAKES = [
             lambda new, old, T: _kl(F.log_softmax(old / T, dim=0), F.log_softmax(new / T, dim=0)).mean() * T ** 2),
      "it looks like the softmax runs over the batch (dim=0); each sample's outputs over the classes must sum "
      "to 1: softmax along dim=1 (or dim=-1)"),
+    (_named("temperature_on_the_old_only", lambda new, old, T: _kl(_soft(old, T), _soft(new, 1.0)).mean() * T ** 2),
+     "it looks like only the old logits were divided by T; soften both, new_logits / T and old_logits / T"),
+    (_named("divided_by_t_squared", lambda new, old, T: _kl(_soft(old, T), _soft(new, T)).mean() / T ** 2),
+     "it looks like you divided by T²; multiply by it, to make up for the gradients that softening shrinks"),
+    (_named("kl_div_given_probabilities", _kl_div_given_probabilities),
+     "it looks like F.kl_div was given probabilities; its first argument must be log-probabilities: "
+     "F.kl_div(F.log_softmax(new_logits / T, dim=1), F.softmax(old_logits / T, dim=1), reduction='batchmean')"),
+    (_named("mean_over_classes_too",
+            lambda new, old, T: (_soft(old, T).exp() * (_soft(old, T) - _soft(new, T))).mean() * T ** 2),
+     "it looks like the mean over the classes as well as the batch (F.kl_div's reduction='mean' does that); "
+     "sum over the classes and take the mean over the batch only (reduction='batchmean')"),
 ]
+
+
+def detached_new_logits(new_logits, old_logits, temperature):
+    """The right value from new_logits.detach(): no gradient reaches the new model."""
+    return distillation_loss(new_logits.detach(), old_logits, temperature)
+
+
+def returned_a_number(new_logits, old_logits, temperature):
+    """The right value as a Python number (.item()): no gradient."""
+    return distillation_loss(new_logits, old_logits, temperature).item()
 
 
 def _gradient_problem(fn: Callable) -> str | None:
@@ -120,5 +148,5 @@ check.register(Exercise(
          "KL divergence is the sum over classes of p_old · (log p_old − log p_new); take its mean over the batch "
          "and multiply by T²",
     verify_fn=verify,
-    wrong_answers=[mistake for mistake, _ in MISTAKES],
+    wrong_answers=[mistake for mistake, _ in MISTAKES] + [detached_new_logits, returned_a_number],
 ))

@@ -27,15 +27,65 @@ def _cases() -> list[tuple]:
     ]
 
 
-_WRONG = [
-    lambda ours, published: abs(statistics.fmean(ours) - published) <= 3.0,  # ignores the spread
-    lambda ours, published: abs(statistics.fmean(ours) - published) <= 2 * statistics.stdev(ours)
-    if len(ours) > 1 else False,  # ignores the 3-point floor
-    lambda ours, published: abs(statistics.fmean(ours) - published) <= max(3.0, 2 * statistics.pstdev(ours)),
-    lambda ours, published: all(abs(a - published) <= 3.0 for a in ours),  # every seed, not the mean
-    lambda ours, published: abs(statistics.fmean(ours) - published) <= min(3.0, 2 * statistics.stdev(ours))
-    if len(ours) > 1 else True,  # the narrower bound
-]
+# --- plausible wrong answers: each is the rule with one mistake, and the check must refuse every one ---------
+
+def _std(ours: list[float]) -> float:
+    return statistics.stdev(ours) if len(ours) > 1 else 0.0
+
+
+def ignores_the_spread(ours, published):
+    """Only the 3-point bound."""
+    return abs(statistics.fmean(ours) - published) <= 3.0
+
+
+def ignores_the_floor(ours, published):
+    """Only the two standard deviations: a single seed (no spread) never agrees."""
+    return abs(statistics.fmean(ours) - published) <= 2 * _std(ours)
+
+
+def population_std(ours, published):
+    """statistics.pstdev (divides by n) where the sample standard deviation (n - 1) belongs."""
+    return abs(statistics.fmean(ours) - published) <= max(3.0, 2 * statistics.pstdev(ours))
+
+
+def every_seed_within_3(ours, published):
+    """Every seed within 3 points, not their mean."""
+    return all(abs(a - published) <= 3.0 for a in ours)
+
+
+def the_narrower_bound(ours, published):
+    """min where max belongs: the narrower of the two bounds."""
+    return abs(statistics.fmean(ours) - published) <= (min(3.0, 2 * _std(ours)) if len(ours) > 1 else 3.0)
+
+
+def strictly_inside(ours, published):
+    """< where <= belongs: exactly 3 points off is outside."""
+    return abs(statistics.fmean(ours) - published) < max(3.0, 2 * _std(ours))
+
+
+def no_absolute_value(ours, published):
+    """mean - published without abs(): a result far below the published number agrees."""
+    return statistics.fmean(ours) - published <= max(3.0, 2 * _std(ours))
+
+
+def one_standard_deviation(ours, published):
+    """One standard deviation where two belong."""
+    return abs(statistics.fmean(ours) - published) <= max(3.0, _std(ours))
+
+
+def variance_not_std(ours, published):
+    """Two variances (the square root left out) where two standard deviations belong."""
+    return abs(statistics.fmean(ours) - published) <= max(3.0, 2 * (statistics.variance(ours) if len(ours) > 1
+                                                                    else 0.0))
+
+
+def standard_error(ours, published):
+    """Two standard errors of the mean (std / sqrt(n)) where two standard deviations belong."""
+    return abs(statistics.fmean(ours) - published) <= max(3.0, 2 * _std(ours) / len(ours) ** 0.5)
+
+
+WRONG_ANSWERS = [ignores_the_spread, ignores_the_floor, population_std, every_seed_within_3, the_narrower_bound,
+                 strictly_inside, no_absolute_value, one_standard_deviation, variance_not_std, standard_error]
 
 check.register(Exercise(
     name="agrees",
@@ -44,5 +94,5 @@ check.register(Exercise(
          "single seed); the allowed distance is the wider of 3 points and two standard deviations: "
          "max(3.0, 2 * std); return abs(mean - published) <= that",
     cases=_cases,
-    wrong_answers=_WRONG,
+    wrong_answers=WRONG_ANSWERS,
 ))

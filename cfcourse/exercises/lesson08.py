@@ -52,6 +52,20 @@ def _nll(logits, targets, **kw):
     return F.cross_entropy(lg, t, ignore_index=IGNORE, **kw)
 
 
+def _softmax_over_positions(logits, targets):
+    log_p = F.log_softmax(logits, dim=1)  # (batch, positions, vocab), normalised over the wrong axis
+    lg, t = _flat(log_p, targets)
+    return math.exp(F.nll_loss(lg, t, ignore_index=IGNORE).item())
+
+
+def _mean_of_text_perplexities(logits, targets):
+    return sum(math.exp(_nll(logits[i:i + 1], targets[i:i + 1]).item()) for i in range(len(logits))) / len(logits)
+
+
+def _padding_in_the_denominator(logits, targets):
+    return math.exp(_nll(logits, targets, reduction="sum").item() / targets.numel())
+
+
 MISTAKES = [
     (_named("sum_not_mean", lambda lg, t: math.exp(_nll(lg, t, reduction="sum").item())),
      "it looks like exp of the summed loss: perplexity is exp of the MEAN negative log-likelihood per token"),
@@ -71,6 +85,18 @@ MISTAKES = [
         torch.arange(t.numel()), t.reshape(-1).clamp(min=0)][t.reshape(-1) != IGNORE].mean().item())),
      "it looks like the raw logits were used as log-probabilities; take log_softmax over the vocabulary first "
      "(F.cross_entropy does that for you)"),
+    (_named("targets_shifted_again", lambda lg, t: math.exp(_nll(lg[:, :-1], t[:, 1:]).item())),
+     "it looks like the targets were shifted by one more position; they already hold the next token of each "
+     "position (the caller shifted them), so score logits[:, i] against targets[:, i]"),
+    (_named("softmax_over_positions", _softmax_over_positions),
+     "it looks like the softmax ran over the positions (dim=1); the probabilities at each position sum to 1 over "
+     "the vocabulary, the last dimension: flatten to (positions, vocab) before F.cross_entropy"),
+    (_named("mean_of_text_perplexities", _mean_of_text_perplexities),
+     "it looks like the mean of each text's perplexity; perplexity is exp of the mean loss over every scored token "
+     "of every text"),
+    (_named("padding_in_the_denominator", _padding_in_the_denominator),
+     "it looks like padding positions were left out of the sum but counted in the mean; divide by the number of "
+     "scored positions (targets != -100) only, as ignore_index=-100 does"),
 ]
 
 

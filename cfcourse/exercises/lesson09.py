@@ -26,10 +26,10 @@ def _cases() -> list[tuple[str, list[torch.Tensor], list[torch.Tensor], float]]:
     moved = [torch.randn(6, 6, generator=gen), torch.randn(6, generator=gen), torch.randn(2, 6, generator=gen)]
     return [
         ("at the start: nothing moved, so the penalty is 0", [x.clone() for x in w], [x.clone() for x in w], 10.0),
-        ("one weight moved by 2, strength 1: 1/2 · 2² = 2", [torch.tensor([3.0, 1.0])], [torch.tensor([1.0, 1.0])],
-         1.0),
-        ("three tensors of different shapes, strength 0.5", [x + 0.3 * torch.randn(x.shape, generator=gen)
-                                                              for x in moved], [x.clone() for x in moved], 0.5),
+        ("two weights moved by 2 and 1, strength 1: 1/2 · (2² + 1²) = 2.5", [torch.tensor([3.0, 2.0])],
+         [torch.tensor([1.0, 1.0])], 1.0),
+        ("three tensors of different shapes, strength 0.3", [x + 0.3 * torch.randn(x.shape, generator=gen)
+                                                              for x in moved], [x.clone() for x in moved], 0.3),
         ("strength 0 switches it off", [x + 1 for x in w], [x.clone() for x in w], 0.0),
     ]
 
@@ -41,6 +41,11 @@ def _named(name: str, fn: Callable) -> Callable:
 
 def _sq(params, start):
     return [(p - s).pow(2).sum() for p, s in zip(params, start)]
+
+
+def _first_tensor_only(params, start, strength):
+    for p, s in zip(params, start):
+        return 0.5 * strength * (p - s).pow(2).sum()  # returns inside the loop
 
 
 MISTAKES = [
@@ -58,17 +63,50 @@ MISTAKES = [
      "use w − w_start"),
     (_named("absolute", lambda p, s, k: 0.5 * k * sum((a - b).abs().sum() for a, b in zip(p, s))),
      "it looks like absolute differences (an L1 pull); square them"),
+    (_named("sum_not_difference", lambda p, s, k: 0.5 * k * sum((a + b).pow(2).sum() for a, b in zip(p, s))),
+     "it looks like w + w_start where the distance w − w_start belongs: the penalty must be 0 at the start"),
+    (_named("first_tensor_only", _first_tensor_only),
+     "it looks like only the first tensor counted (is the `return` inside the loop?); add up the terms of every "
+     "pair (p, s), then return"),
+    (_named("no_strength", lambda p, s, k: 0.5 * sum(_sq(p, s))),
+     "it looks like the strength is not used: multiply the sum by strength / 2"),
 ]
+
+IN_PLACE = ("the value is right, but your function changed the {what} it was given; training calls the penalty at "
+            "every step, so the change would pile up (and `start` is what the weights are pulled back to). Build "
+            "new tensors, (p - s).pow(2), instead of changing them in place (-=, .sub_())")
+
+
+def detached_weights(params, start, strength):
+    """(p.detach() - s): the right value, but no gradient reaches the weights."""
+    return 0.5 * strength * sum((p.detach() - s).pow(2).sum() for p, s in zip(params, start))
+
+
+def returned_a_number(params, start, strength):
+    """The right value as a Python number (.item()): no gradient."""
+    return l2_penalty(params, start, strength).item()
+
+
+def start_changed_in_place(params, start, strength):
+    """The right value and gradient, but `start` is overwritten with s - p (s.sub_(p)) on the way."""
+    total = 0
+    for p, s in zip(params, start):
+        total = total + s.sub_(p).pow(2).sum()
+    return 0.5 * strength * total
 
 
 def verify(fn: Callable) -> Verdict:
     """Compare fn with l2_penalty on every case, name a matching mistake, and check the gradient flows."""
     for what, params, start, strength in _cases():
         want = l2_penalty(params, start, strength)
-        got = fn([p.clone() for p in params], [s.clone() for s in start], strength)
+        given = [p.clone() for p in params], [s.clone() for s in start]
+        got = fn(*given, strength)
         if got is None:
             return Verdict(False, "l2_to_start returned None: did you forget the `return`?")
         if close(got, want, TOL):
+            for what, was, now in (("params", params, given[0]), ("start", start, given[1])):
+                if not all(torch.equal(a, b) for a, b in zip(was, now)):
+                    return Verdict(False, IN_PLACE.format(what=what))
             continue
         try:
             shown = f"case '{what}': your function returned {float(got):.4f}, expected {want.item():.4f}"
@@ -96,5 +134,5 @@ check.register(Exercise(
     hint="for each pair (p, s) add (p - s).pow(2).sum(); multiply the total by strength / 2; keep it a tensor "
          "(no .item()) so that autograd can follow it",
     verify_fn=verify,
-    wrong_answers=[mistake for mistake, _ in MISTAKES],
+    wrong_answers=[mistake for mistake, _ in MISTAKES] + [detached_weights, returned_a_number, start_changed_in_place],
 ))

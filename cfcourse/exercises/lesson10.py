@@ -32,6 +32,9 @@ def _cases() -> list[tuple[str, dict, dict, str]]:
         ("four old domains, the new one is code",
          {"code": 12.2, "docs": 26.0, "legal": 29.0, "literature": 62.9, "medical": 5.1},
          {"code": 9.0, "docs": 41.4, "legal": 35.2, "literature": 101.9, "medical": 7.3}, "code"),
+        ("the same, with tuned listing the domains in another order",
+         {"code": 12.2, "docs": 26.0, "legal": 29.0, "literature": 62.9, "medical": 5.1},
+         {"medical": 7.3, "literature": 101.9, "legal": 35.2, "docs": 41.4, "code": 9.0}, "code"),
     ]
 
 
@@ -42,6 +45,11 @@ def _named(name: str, fn: Callable) -> Callable:
 
 def _ratios(base, tuned, new, keep_new=False):
     return [tuned[d] / base[d] for d in base if keep_new or d != new]
+
+
+def _paired_by_position(base, tuned, new):
+    logs = [math.log(t / b) for d, b, t in zip(base, base.values(), tuned.values()) if d != new]
+    return math.exp(statistics.fmean(logs)) - 1
 
 
 MISTAKES = [
@@ -61,6 +69,19 @@ MISTAKES = [
                                                                           if d != n)) - 1),
      "it looks like base over tuned; the rise is tuned / base: a higher perplexity after fine-tuning is a "
      "positive rise"),
+    (_named("no_exp", lambda b, t, n: statistics.fmean(map(math.log, _ratios(b, t, n)))),
+     "it looks like the mean log-ratio itself; take math.exp of it, then subtract 1"),
+    (_named("product_not_mean", lambda b, t, n: math.prod(_ratios(b, t, n)) - 1),
+     "it looks like the product of the ratios; the geometric mean is its n-th root, the exp of the mean "
+     "log-ratio"),
+    (_named("new_domain_only", lambda b, t, n: t[n] / b[n] - 1),
+     "it looks like the change of the new domain itself; the rise is over every OTHER domain, the old ones"),
+    (_named("differences_not_ratios", lambda b, t, n: statistics.fmean(t[d] - b[d] for d in b if d != n)),
+     "it looks like differences of perplexities; take each domain's ratio, tuned / base, so that a domain with a "
+     "high perplexity does not outweigh the others"),
+    (_named("paired_by_position", _paired_by_position),
+     "it looks like base and tuned were paired by position (zip of their .values()); the two dicts may list the "
+     "domains in different orders, so look each one up by name: tuned[d] / base[d]"),
 ]
 
 
