@@ -167,3 +167,14 @@ def test_option_scores_match_one_forward_pass_per_option():
         assert sums[k] == pytest.approx(want, abs=1e-3) and lengths[k] == len(ids)
     scores = qs.score_questions(model, tokenizer, [q])
     assert scores[0]["logprob"] == pytest.approx(sums[q.answer])
+
+
+def test_the_kept_copy_of_the_abstracts_is_checked_and_replaced_when_changed(lm_data):
+    corpora._medical_abstracts.cache_clear()
+    first = corpora._medical_abstracts()
+    (kept,) = lm_data.glob("pubmed-usable-*.json")
+    assert assets.sha256_of(kept) == corpora.USABLE_SHA256
+    kept.write_text(kept.read_text().replace("Humans", "Mice", 1))
+    corpora._medical_abstracts.cache_clear()
+    assert corpora._medical_abstracts() == first, "a changed copy is not used: the file is parsed again"
+    assert assets.sha256_of(kept) == corpora.USABLE_SHA256

@@ -47,9 +47,11 @@ def test_settings_follow_the_mode(monkeypatch):
     full = lab.settings()
     monkeypatch.setenv("CFCOURSE_FAST", "1")
     fast = lab.settings()
-    assert fast.finetune.steps < full.finetune.steps
-    assert fast.eval_blocks * fast.block_len < full.eval_blocks * full.block_len
+    assert fast.finetune.steps < full.finetune.steps and fast.medical.steps < full.medical.steps
+    assert fast.headline_blocks * fast.block_len < full.headline_blocks * full.block_len
+    assert full.headline_blocks >= 32 and full.block_len == 128, "the headline numbers rest on 32 blocks of 128"
     assert full.finetune.trainable_layers == 10 and full.finetune.batch_size == 2
+    assert len(full.seeds) >= 3 and full.legal.lr in full.lr_grid
 
 
 def test_threads_are_two_on_a_quiet_machine_and_one_on_a_busy_one(monkeypatch):
@@ -76,30 +78,29 @@ def test_threads_are_two_on_a_quiet_machine_and_one_on_a_busy_one(monkeypatch):
 def test_held_out_blocks_and_old_text_never_use_held_out_documents(tok, data_dir):
     blocks = lab.held_out(tok, n_blocks=2, block_len=32, names=("legal", "code"))
     assert {d: tuple(b.shape) for d, b in blocks.items()} == {"legal": (2, 32), "code": (2, 32)}
-    with pytest.raises(ValueError, match="needs medical_docs"):
-        lab.held_out(tok, n_blocks=2, block_len=32, names=("medical",))
     old = lab.old_text(tok, n_blocks=3, block_len=32)
-    assert old.shape == (9, 32)
+    assert old.shape == (3, 32)  # medical training text, the old domain of stage 2
     assert torch.equal(old, lab.old_text(tok, n_blocks=3, block_len=32))  # fixed shuffle
-    held = set(map(tuple, lab.held_out(tok, n_blocks=3, block_len=32, names=("code", "docs")).values()
-                   .__iter__().__next__().tolist()))
+    held = set(map(tuple, lab.held_out(tok, n_blocks=3, block_len=32, names=("medical",))["medical"].tolist()))
     assert not held & set(map(tuple, old.tolist()))
+    val = lab.validation(tok, "legal", replace(lab.settings(), validation_blocks=2, block_len=32))
+    assert val.shape == (2, 32) and not set(map(tuple, val.tolist())) & set(map(tuple, blocks["legal"].tolist()))
 
 
-def test_medical_reference_is_cached_per_model(tok, data_dir, monkeypatch, tmp_path):
+def test_own_answers_are_cached_per_model(tok, data_dir, monkeypatch, tmp_path):
     model = _tiny(len(tok))
     folder = tmp_path / "tiny"
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
-    first = lab.medical_reference(model, tok, max_new_tokens=4, model_name=str(folder), verbose=False)
+    first = lab.own_answers(model, tok, max_new_tokens=4, model_name=str(folder), verbose=False)
     assert len(first) == 20 and all(d.text.startswith("Question: ") for d in first)
-    cached = list((data_dir / "lm-runs").glob("medical-heldout-4-*.json"))
+    cached = list((data_dir / "lm-runs").glob("own-answers-heldout-4-*.json"))
     assert len(cached) == 1
 
     def no_generation(*args, **kwargs):
         raise AssertionError("answered again instead of using the cache")
     monkeypatch.setattr("cfcourse.lm.measures.generate", no_generation)
-    again = lab.medical_reference(model, tok, max_new_tokens=4, model_name=str(folder), verbose=False)
+    again = lab.own_answers(model, tok, max_new_tokens=4, model_name=str(folder), verbose=False)
     assert [d.text for d in again] == [d.text for d in first]
 
 
@@ -127,6 +128,7 @@ def test_a_run_is_trained_measured_saved_and_reused(tok, data_dir):
     assert lab.reuse("tiny-legal", cfg, blocks, domain="code") is None
     assert lab.reuse("never-trained", cfg, blocks) is None
     assert lab.reuse("tiny-legal", cfg) is None  # measured on 2 x 16 blocks of two domains, not this mode's
+    assert lab.reuse("tiny-legal", cfg, blocks, start="lesson08-medical") is None  # another starting model
 
     (folder / "model.safetensors").write_bytes(b"tampered")
     with pytest.raises(ModelError, match="does not match the sha256"):
@@ -145,12 +147,86 @@ def test_sweep_points_round_trip_and_bad_files_are_ignored(tmp_path):
     assert lab.load_sweep(path) == good
 
 
-def test_sweep_grid_covers_learning_rates_ranks_replay_and_ewc():
-    grid = lab.sweep_grid(ft.FinetuneConfig())
-    kinds = {k for k, _ in grid}
-    assert {"learning rate", "LoRA", "replay", "EWC"} <= kinds
-    assert sorted({c.lora_rank for _, c in grid if c.lora_rank}) == [2, 8, 32]
-    assert len({c.label() for _, c in grid}) == len(grid)  # every point has its own label
+def test_sweep_grid_has_each_cure_at_two_learning_rates():
+    grid = lab.sweep_grid(lab.settings(), lr=4e-4)
+    kinds = [k for k, _ in grid]
+    assert {k: kinds.count(k) for k in kinds} == {"replay": 2, "EWC": 2, "LoRA": 2, "generative replay": 2}
+    assert {c.lr for k, c in grid if k == "replay"} == {4e-4, 2e-4}
+    assert all(c.replay_ratio == 0.5 for k, c in grid if "replay" in k)
+
+
+def test_story_numbers_of_hand_made_perplexities():
+    n = lab.story_numbers({"medical": 40.0, "legal": 30.0}, {"medical": 30.0, "legal": 31.0},
+                          {"medical": 35.0, "legal": 24.8})
+    assert n["medical_gain"] == pytest.approx(0.25) and n["medical_rise"] == pytest.approx(35 / 30 - 1)
+    assert n["gain_lost"] == pytest.approx(0.5) and n["legal_gain"] == pytest.approx(0.2)
+
+
+def test_points_and_matched_gain():
+    from cfcourse.lm import cures
+
+    start = {"medical": 30.0, "legal": 30.0, "code": 10.0}
+    p = lab.point(start, {"medical": 33.0, "legal": 24.0, "code": 50.0}, "plain", "learning rate")
+    assert p["gain"] == pytest.approx(0.2) and p["rise"] == pytest.approx(0.1), "only medical counts as forgotten"
+    points = [{"kind": "learning rate", "gain": 0.1, "rise": 0.04}, {"kind": "learning rate", "gain": 0.3, "rise": 0.2},
+              {"kind": "replay", "gain": 0.15, "rise": 0.0}, {"kind": "replay", "gain": 0.25, "rise": 0.02}]
+    at = cures.rise_at_gain(points, 0.2)
+    assert at["learning rate"] == pytest.approx(0.12) and at["replay"] == pytest.approx(0.01)
+    assert cures.rise_at_gain(points, 0.35) == {"learning rate": None, "replay": None}
+    rec = {"lr_sweep": [{"lr": 1e-3, "after": {"medical": 36.0, "legal": 21.0}}],
+           "seeds": [{"stage1": {"medical": 30.0, "legal": 30.0}}]}
+    (q,) = lab.recorded_points(rec)
+    assert q["kind"] == "learning rate" and q["gain"] == pytest.approx(0.3) and q["rise"] == pytest.approx(0.2)
+    assert lab.recorded_points(None) == []
+
+
+def test_records_mine_first_then_the_courses(data_dir, monkeypatch):
+    mine = data_dir / "lm-runs" / "record-full.json"
+    mine.unlink(missing_ok=True)
+    shipped = lab.load_record("full")
+    assert shipped is not None and shipped["source"] == "the course's record"
+    assert len(shipped["seeds"]) >= 3 and shipped["best_lr"] in shipped["settings"]["lr_grid"]
+    mine.parent.mkdir(parents=True, exist_ok=True)
+    mine.write_text(json.dumps({**shipped, "best_lr": 1.6e-4, "source": None}))
+    try:
+        assert lab.load_record("full")["source"] == "your own record"
+        monkeypatch.setenv("CFCOURSE_FAST", "0")
+        assert lab.chosen_lr()[0] == 1.6e-4
+    finally:
+        mine.unlink()
+    assert lab.load_record("no-such-mode") is None
+
+
+def test_interpolation_moves_only_along_the_line(tok):
+    from cfcourse.lm import cures
+
+    model, other = _tiny(len(tok)), _tiny(len(tok))
+    with torch.no_grad():
+        for p in ft.decoder_layers(other)[-1].parameters():
+            p.add_(1.0)
+    start, tuned = cures.top_layer_weights(model, 1), cures.top_layer_weights(other, 1)
+    assert start.keys() == tuned.keys() and all(k.startswith("model.layers.1.") for k in start)
+    name = next(iter(start))
+    for a in (0.0, 0.5, 1.0):
+        cures.interpolate(model, start, tuned, a)
+        assert torch.allclose(dict(model.named_parameters())[name], start[name] + a * 1.0)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        cures.interpolate(model, start, tuned, 1.5)
+
+
+def test_an_unmerged_lora_adapter_switched_off_is_the_start_model_exactly(tok):
+    model = _tiny(len(tok))
+    ids = torch.randint(0, len(tok), (2, 12))
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+    cfg = ft.FinetuneConfig(steps=3, batch_size=2, lr=5e-2, trainable_layers=2, gradient_checkpointing=False,
+                            lora_rank=2, lora_targets=("q_proj", "v_proj"), merge_lora=False)
+    tuned = ft.finetune(model, torch.randint(0, len(tok), (6, 12)), cfg)["model"]
+    with torch.no_grad():
+        assert not torch.equal(tuned(input_ids=ids).logits, want), "the adapter changed the model"
+        with tuned.disable_adapter():
+            assert torch.equal(tuned(input_ids=ids).logits, want)
+    assert "unmerged" in cfg.label()
 
 
 # --- figures and widgets -------------------------------------------------------------------------------------
@@ -174,6 +250,21 @@ def test_step_figure_and_viewer():
     assert widget.children[0].children[1].value.startswith("step 0")
     with pytest.raises(ValueError, match="no snapshots"):
         views.step_viewer([])
+
+
+def test_stage_figure_and_wise_viewer():
+    rows = {"pretrained": {"medical": 40.0, "legal": 30.0}, "medical": {"medical": 30.0, "legal": 31.0},
+            "legal": {"medical": 35.0, "legal": 24.0}}
+    ax = views.plot_stages(rows, recorded=[rows, rows])
+    assert len(ax.lines) == 2 * 3 + 1  # each domain: two recorded seeds and the live run; the zero line
+    curve = {0.0: {"medical": 30.0, "legal": 30.0}, 0.5: {"medical": 31.0, "legal": 27.0},
+             1.0: {"medical": 35.0, "legal": 24.0}}
+    fig = views.wise_figure(curve, curve[0.0], 0.5)
+    assert "a = 0.5" in fig.axes[0].get_title() and "legal -10%" in fig.axes[0].get_title()
+    widget = views.wise_viewer(curve, curve[0.0])
+    assert widget.children[0].children[0].max == 2
+    with pytest.raises(ValueError, match="at least two"):
+        views.wise_viewer({0.0: curve[0.0]}, curve[0.0])
 
 
 def test_tradeoff_viewer_shows_the_selected_settings():

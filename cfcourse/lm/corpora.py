@@ -20,7 +20,7 @@ import gzip
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,6 +30,8 @@ MEDICAL_SUBJECTS = ("anatomy", "clinical knowledge", "college medicine", "medica
                     "professional medicine", "college biology")
 LAW_SUBJECT = "professional law"
 HUMANS = "Humans"
+FILTER_VERSION = 1  # raise when `usable` or `Abstract` changes, so kept copies of the old filter are not read
+USABLE_SHA256 = "960ce5644d7a9904a140b67bac9b477341bd57a702bee016354a4bbfbdbc9d1f"  # the kept copy, as written
 
 
 def split_of(key: str) -> str:
@@ -97,7 +99,24 @@ def usable(a: Abstract) -> bool:
 
 @lru_cache(maxsize=1)
 def _medical_abstracts() -> tuple[Abstract, ...]:
-    return tuple(a for a in read_pubmed(assets.ensure("pubmed-1970s")) if usable(a))
+    """The usable abstracts, parsed once and kept beside the file (parsing takes seconds, reading them back not).
+
+    The kept copy is read only when its own sha256 is the pinned one (a changed copy is parsed again and
+    replaced); if the data folder is read-only the abstracts are parsed every time instead."""
+    source = assets.ensure("pubmed-1970s")
+    kept = source.with_name(f"pubmed-usable-{assets.get_asset('pubmed-1970s').sha256[:12]}-v{FILTER_VERSION}.json")
+    try:
+        if assets.sha256_of(kept) == USABLE_SHA256:
+            return tuple(Abstract(**{**r, "languages": tuple(r["languages"]), "mesh": tuple(r["mesh"])})
+                         for r in json.loads(kept.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    found = tuple(a for a in read_pubmed(source) if usable(a))
+    try:
+        assets.write_atomic(kept, json.dumps([asdict(a) for a in found]).encode("utf-8"))
+    except OSError:
+        pass  # a read-only data folder: parse again next time
+    return found
 
 
 def medical_abstracts(split: str | None = None) -> list[Abstract]:

@@ -142,11 +142,14 @@ def own_answers(model, tokenizer, split: str = "heldout", max_new_tokens: int | 
     return docs
 
 
-def held_out(tokenizer, s: LabSettings | None = None, names=ALL_DOMAINS) -> dict[str, torch.Tensor]:
-    """Held-out token blocks of each domain: s.headline_blocks of medical and legal, s.other_blocks of the rest."""
+def held_out(tokenizer, s: LabSettings | None = None, names=ALL_DOMAINS, n_blocks: int | None = None,
+             block_len: int | None = None) -> dict[str, torch.Tensor]:
+    """Held-out token blocks of each domain: s.headline_blocks of medical and legal, s.other_blocks of the rest
+    (or `n_blocks` of each), of s.block_len tokens (or `block_len`)."""
     s = s or settings()
-    return {d: dom.domain_blocks(d, tokenizer, n_blocks=s.headline_blocks if d in HEADLINE else s.other_blocks,
-                                 block_len=s.block_len) for d in names}
+    return {d: dom.domain_blocks(d, tokenizer, block_len=block_len or s.block_len,
+                                 n_blocks=n_blocks or (s.headline_blocks if d in HEADLINE else s.other_blocks))
+            for d in names}
 
 
 def validation(tokenizer, domain: str = NEW_DOMAIN, s: LabSettings | None = None) -> torch.Tensor:
@@ -248,6 +251,7 @@ def train(model, tokenizer, cfg: FinetuneConfig, before: dict[str, float], block
     after = measure(result["model"], blocks)
     run = Run(name, result["config"], dict(before), after, result["losses"], time.perf_counter() - start, snapshots,
               domain=domain, blocks={d: list(b.shape) for d, b in blocks.items()}, start=start)
+    run.model = result["model"]  # not a field: the trained model stays out of the saved numbers
     if save:
         run.folder = str(save_model(result["model"], tokenizer, name, run))
     if verbose:
@@ -308,10 +312,10 @@ def fresh_model(name: str | None = None):
 
 
 def reuse(name: str, cfg: FinetuneConfig, blocks: dict[str, torch.Tensor] | None = None,
-          domain: str = NEW_DOMAIN, start: str = DEFAULT_MODEL) -> Run | None:
+          domain: str = NEW_DOMAIN, start: str = DEFAULT_MODEL, names=ALL_DOMAINS) -> Run | None:
     """The run saved under `name` if it was trained from `start` with exactly `cfg` on `domain` and measured on
-    blocks of the same shapes (by default those held_out() gives in this mode), so that its numbers compare
-    with a run made now; otherwise None."""
+    blocks of the same shapes (by default those held_out() gives in this mode for `names`), so that its numbers
+    compare with a run made now; otherwise None."""
     run = saved_run(name)
     if run is None or run.config != json.loads(json.dumps(asdict(cfg))) or run.domain != domain:
         return None
@@ -319,7 +323,7 @@ def reuse(name: str, cfg: FinetuneConfig, blocks: dict[str, torch.Tensor] | None
         return None
     if blocks is None:
         s = settings()
-        shapes = {d: [s.headline_blocks if d in HEADLINE else s.other_blocks, s.block_len] for d in ALL_DOMAINS}
+        shapes = {d: [s.headline_blocks if d in HEADLINE else s.other_blocks, s.block_len] for d in names}
     else:
         shapes = {d: list(b.shape) for d, b in blocks.items()}
     return run if run.blocks == shapes else None
@@ -486,6 +490,25 @@ def chosen_lr(s: LabSettings | None = None) -> tuple[float, str]:
     return s.legal.lr, "the default (no record of a learning-rate sweep yet: python -m cfcourse lm-record)"
 
 
+# --- stage 2's trade-off: legal learned against medical forgotten ----------------------------------------------
+
+def point(start: dict[str, float], after: dict[str, float], label: str, kind: str, **extra) -> dict:
+    """One stage-2 setting on the trade-off plane: legal gain and medical rise, both from the medical model."""
+    from . import cures
+
+    p = cures.tradeoff_point({d: start[d] for d in HEADLINE}, {d: after[d] for d in HEADLINE}, NEW_DOMAIN)
+    return {**p, "label": label, "kind": kind, **extra}
+
+
+def recorded_points(rec: dict | None) -> list[dict]:
+    """The learning-rate sweep of a record (seed 0) as trade-off points: the plain fine-tuning's curve."""
+    if not rec or "lr_sweep" not in rec:
+        return []
+    start = rec["seeds"][0]["stage1"]
+    return [point(start, p["after"], f"plain, lr {p['lr']:g}", "learning rate", recorded=True)
+            for p in rec["lr_sweep"]]
+
+
 # --- the cures' sweep ------------------------------------------------------------------------------------------
 
 SWEEP_FILE = "sweep.json"
@@ -531,18 +554,32 @@ def sweep(grid: list[tuple[str, FinetuneConfig]] | None = None, out: Path | None
         replayed = own if kind == "generative replay" else old if cfg.needs_old_text else None
         run = train(model, tokenizer, cfg, before, blocks, name="sweep", save=False, verbose=verbose,
                     old_blocks=replayed, start=start)
-        points.append({**cures.tradeoff_point(before, run.after, NEW_DOMAIN), "label": cfg.label(), "kind": kind,
-                       "seconds": run.seconds, "config": run.config, "before": before, "after": run.after})
-        _save_json(out, {"points": points, "start": start, "blocks": {d: list(b.shape) for d, b in blocks.items()}})
+        points.append(point(before, run.after, cfg.label(), kind, seconds=run.seconds, config=run.config,
+                            before=before, after=run.after, recorded=True))
+        _save_json(out, {"points": points, "start": start, "mode": config.mode_name(),
+                         "blocks": {d: list(b.shape) for d, b in blocks.items()}})
     return points
 
 
 def load_sweep(path: Path | None = None) -> list[dict] | None:
-    """The points of a sweep written by `sweep` (None if there is none, or it cannot be read)."""
-    path = Path(path) if path is not None else runs_dir() / SWEEP_FILE
-    try:
-        points = json.loads(path.read_text())["points"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    ok = isinstance(points, list) and all(isinstance(p, dict) and {"gain", "rise", "label"} <= set(p) for p in points)
-    return points if ok and points else None
+    """The points of a sweep written by `sweep` (None if there is none, or it cannot be read); without `path`,
+    yours (python -m cfcourse lm-sweep) if you made one in this mode, else the course's own (full mode)."""
+    from importlib import resources
+
+    if path is not None:
+        paths = [Path(path)]
+    else:
+        paths = [runs_dir() / SWEEP_FILE, resources.files(__package__).joinpath("records", SWEEP_FILE)]
+    for p in paths:
+        try:
+            data = json.loads(p.read_text())
+            points = data["points"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if path is None and data.get("mode", config.mode_name()) != config.mode_name():
+            continue  # a sweep of other sizes does not compare with this mode's runs
+        ok = isinstance(points, list) and all(isinstance(x, dict) and {"gain", "rise", "label"} <= set(x)
+                                              for x in points)
+        if ok and points:
+            return points
+    return None

@@ -158,3 +158,32 @@ def plot_stages(rows: dict[str, dict[str, float]], recorded: list[dict[str, dict
     ax.set_title(title)
     ax.legend(frameon=False, fontsize=8)
     return ax
+
+
+def wise_figure(curve: dict[float, dict[str, float]], start: dict[str, float], a: float, new: str = "legal",
+                old: str = "medical"):
+    """The interpolation line: new-domain gain against old-domain rise for each weight a, with `a` ringed."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    keys = sorted(curve)
+    gain = [100 * (1 - curve[k][new] / start[new]) for k in keys]
+    rise = [100 * (curve[k][old] / start[old] - 1) for k in keys]
+    ax.plot(gain, rise, "o-", color="#d62")
+    for k, g, r in zip(keys, gain, rise):
+        ax.annotate(f"a={k:g}", (g, r), xytext=(4, 3), textcoords="offset points", fontsize=8)
+    i = keys.index(a)
+    ax.scatter([gain[i]], [rise[i]], s=260, facecolors="none", edgecolors="k", lw=1.5, zorder=4)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xlabel(f"{new} learned: perplexity drop (%)  →  better")
+    ax.set_ylabel(f"{old} forgotten: perplexity rise (%)")
+    ax.set_title(f"(1 − a)·start + a·tuned, a = {a:g}: {new} {-gain[i]:+.0f}%, {old} {rise[i]:+.0f}%")
+    fig.tight_layout()
+    return fig
+
+
+def wise_viewer(curve: dict[float, dict[str, float]], start: dict[str, float]):
+    """A slider along the interpolation between the start model (a = 0) and the tuned one (a = 1)."""
+    keys = sorted(curve)
+    if len(keys) < 2:
+        raise ValueError("need the perplexities of at least two interpolation weights")
+    return scrubber(len(keys), lambda i: wise_figure(curve, start, keys[i]), description="a",
+                    start=len(keys) // 2, step_labels=lambda i: f"a = {keys[i]:g}")
