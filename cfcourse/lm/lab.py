@@ -245,11 +245,11 @@ def train(model, tokenizer, cfg: FinetuneConfig, before: dict[str, float], block
         snap(0, float("nan"), model)
         every = record["every"]
         on_step = lambda step, loss, m: snap(step + 1, loss, m) if (step + 1) % every == 0 else None  # noqa: E731
-    start = time.perf_counter()
+    t0 = time.perf_counter()
     block_len = next(iter(blocks.values())).shape[1]
     result = finetune(model, train_text(tokenizer, domain, block_len), cfg, old_blocks=old_blocks, on_step=on_step)
     after = measure(result["model"], blocks)
-    run = Run(name, result["config"], dict(before), after, result["losses"], time.perf_counter() - start, snapshots,
+    run = Run(name, result["config"], dict(before), after, result["losses"], time.perf_counter() - t0, snapshots,
               domain=domain, blocks={d: list(b.shape) for d, b in blocks.items()}, start=start)
     run.model = result["model"]  # not a field: the trained model stays out of the saved numbers
     if save:
