@@ -512,4 +512,55 @@ def test_a_device_this_machine_lacks_is_refused(tiny_pair, tmp_path, no_weights,
         forgetting_report(*tiny_pair, device="tpu", out=tmp_path / "out")
     with pytest.raises(ReportError, match="dtype .--dtype. must be one of float32, bfloat16, float16, got 'int8'"):
         forgetting_report(*tiny_pair, dtype="int8", out=tmp_path / "out")
+    code = main(["report", "--base", str(tiny_pair[0]), "--tuned", str(tiny_pair[1]), "--device", "mps",
+                 "--out", str(tmp_path / "out")])
+    assert code == 2 and not (tmp_path / "out").exists()
 
+
+# --- --json and --text on the command line ------------------------------------------------------------------------
+
+def test_cli_json_holds_stdout_alone_and_progress_bars_go_to_stderr(tiny_pair, my_texts, tmp_path, capsys,
+                                                                     monkeypatch):
+    from functools import partial
+
+    from tqdm.auto import tqdm
+
+    monkeypatch.setattr(measures, "tqdm", partial(tqdm, disable=False))  # as without TQDM_DISABLE
+    code = main(["report", "--base", str(tiny_pair[0]), "--tuned", str(tiny_pair[1]), "--text",
+                 f"notes={my_texts['notes']}", "--blocks", "2", "--out", str(tmp_path / "rep"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    report = json.loads(out)
+    assert report == json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert list(report["domains"]) == ["notes"]
+    assert "| domain | base ppl |" in err and "base model, notes" in err and "tuned model, notes" in err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--text", "notes"], "expected NAME=PATH (e.g. notes=notes.txt), got 'notes'"),
+    (["--text", "a=x.txt", "--text", "a=y.txt"], "--text names must differ: a given more than once"),
+    (["--dtype", "int8"], "invalid choice: 'int8'"),
+])
+def test_cli_refuses_bad_text_and_dtype_options(tiny_pair, tmp_path, capsys, no_weights, argv, expected):
+    try:
+        code = main(["report", "--base", str(tiny_pair[0]), "--tuned", str(tiny_pair[1]), "--out",
+                     str(tmp_path / "rep"), *argv])
+    except SystemExit as e:  # argparse's own refusals
+        code = e.code
+    assert code == 2 and expected in capsys.readouterr().err
+
+
+def test_python_m_cfcourse_report_json_pipes_into_json_load(tiny_pair, my_texts, tmp_path, subprocess_env,
+                                                             lm_data):
+    env = dict(subprocess_env, CFCOURSE_DATA=str(lm_data), HF_HUB_OFFLINE="1", CFCOURSE_THREADS="1")
+    one_probe = tmp_path / "probe.json"
+    one_probe.write_text(json.dumps({"domains": {"general": [{"prompt": "One plus one is", "answer": " two"}]}}))
+    proc = subprocess.run([sys.executable, "-m", "cfcourse", "report", "--base", str(tiny_pair[0]), "--tuned",
+                           str(tiny_pair[1]), "--text", f"faq={my_texts['faq']}", "--blocks", "3", "--json",
+                           "--probes", str(one_probe), "--out", str(tmp_path / "rep")], capture_output=True,
+                          text=True, env=env, timeout=180, cwd=os.getcwd())
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert list(report["domains"]) == ["faq"] and len(report["domains"]["faq"]["interval"]) == 2
+    assert "| faq |" in proc.stderr and "cfcourse: loading the base model" in proc.stderr
+    assert "model, faq" not in proc.stderr  # TQDM_DISABLE=1: no progress bars
