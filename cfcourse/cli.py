@@ -50,6 +50,7 @@ def _non_negative_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .data import BUILDERS, SCENARIOS
+    from .lm.domains import DOMAINS
     from .strategies import STRATEGIES
 
     parser = argparse.ArgumentParser(prog="python -m cfcourse", description=__doc__)
@@ -96,15 +97,28 @@ def build_parser() -> argparse.ArgumentParser:
                                            "perplexity per domain, probes and generations (see lesson 10)")
     report.add_argument("--base", required=True, help="the model before fine-tuning: a folder, a hub id or "
                                                        "smollm2-135m-instruct (the course's model)")
-    report.add_argument("--tuned", required=True, help="its fine-tuned version (same tokenizer): a folder or hub id")
+    report.add_argument("--tuned", required=True, help="its fine-tuned version (same tokenizer): a folder or hub id, "
+                                                        "or a PEFT adapter folder trained on BASE")
     report.add_argument("--domains", nargs="+", metavar="D", default=None,
-                        help="text domains to measure (default: code docs legal literature medical)")
+                        help=f"course text domains to measure (default: {' '.join(DOMAINS)}; with --text, none "
+                             "unless named here)")
+    report.add_argument("--text", action="append", type=_name_path, metavar="NAME=PATH", default=None,
+                        help="your own text as a domain called NAME: a UTF-8 text file (one document) or a .jsonl "
+                             "file with a \"text\" field per line; repeat for more texts. With --text, only your "
+                             "texts are measured unless --domains names course domains too")
     report.add_argument("--probes", metavar="FILE", default=None,
                         help="your own probes JSON (default: the course's probes)")
     report.add_argument("--out", metavar="DIR", default="forgetting-report",
                         help="folder for report.md, report.json and report.png (default: forgetting-report)")
     report.add_argument("--blocks", type=int, default=16, metavar="N",
-                        help="held-out blocks of 128 tokens per domain (default 16)")
+                        help="held-out blocks of 128 tokens per domain (default 16); the verdict's 95%% interval "
+                             "narrows with more")
+    report.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="weights' dtype while measuring (default float32)")
+    report.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                        help="where to run the models (default auto: CFCOURSE_DEVICE, else cuda, mps, cpu)")
+    report.add_argument("--json", action="store_true",
+                        help="print the whole report as JSON on stdout (the progress lines go to stderr)")
 
     record = sub.add_parser("lm-record", help="the story of lesson 08 over several seeds: fine-tune on medical text, "
                                               "choose stage 2's learning rate on legal validation text, fine-tune "
@@ -240,15 +254,40 @@ def cmd_student_copy(args) -> int:
     return 0
 
 
+def _name_path(text: str) -> tuple[str, str]:
+    """NAME=PATH of --text, split at the first '='."""
+    name, eq, path = text.partition("=")
+    if not (eq and name.strip() and path.strip()):
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH (e.g. notes=notes.txt), got {text!r}")
+    return name.strip(), path.strip()
+
+
+def _texts(pairs: list[tuple[str, str]] | None) -> dict[str, str] | None:
+    """--text NAME=PATH pairs as a dict; a NAME given twice is refused."""
+    if not pairs:
+        return None
+    names = [n for n, _ in pairs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"--text names must differ: {', '.join(twice)} given more than once")
+    return dict(pairs)
+
+
 def cmd_report(args) -> int:
+    import contextlib
     from pathlib import Path
 
     from .lm.report import FILES, forgetting_report, perplexity_table
-    report = forgetting_report(args.base, args.tuned, domains=args.domains, probes=args.probes, out=args.out,
-                               n_blocks=args.blocks, verbose=True)
-    print(perplexity_table(report))
+    human = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the JSON alone
+    with contextlib.redirect_stdout(human):
+        report = forgetting_report(args.base, args.tuned, domains=args.domains, probes=args.probes, out=args.out,
+                                   n_blocks=args.blocks, verbose=True, texts=_texts(args.text), dtype=args.dtype,
+                                   device=args.device)
+    print(perplexity_table(report), file=human)
     print(f"\nwrote {', '.join(str(Path(args.out) / f) for f in FILES)} in {report['seconds']['total']:.0f} s; "
-          f"read {Path(args.out) / FILES[0]} first")
+          f"read {Path(args.out) / FILES[0]} first", file=human)
+    if args.json:
+        print(json.dumps(report, indent=1, ensure_ascii=False))
     return 0
 
 

@@ -91,6 +91,18 @@ def test_lm_loss_and_perplexity_match_the_models_own_logits(tiny_llama):
     assert ppl == pytest.approx(measures.perplexity_from_logits(logits[:, :-1], ids[:, 1:]), rel=1e-5)
 
 
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+def test_block_nll_is_the_loss_of_each_block_whatever_the_batch(tiny_llama, batch_size):
+    ids = torch.randint(0, 97, (3, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        logits = tiny_llama(input_ids=ids).logits  # (3, 12, 97)
+    want = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none").sum(1)  # (3,)
+    nll, tokens = measures.block_nll(tiny_llama, ids, batch_size=batch_size, chunk_size=5, progress="test")
+    assert nll.shape == tokens.shape == (3,) and tokens.tolist() == [11, 11, 11]
+    assert nll == pytest.approx(want.numpy(), rel=1e-5)
+    assert measures.perplexity(tiny_llama, ids, batch_size) == pytest.approx(math.exp(nll.sum() / 33), rel=1e-6)
+
+
 # --- the perplexity matrix --------------------------------------------------------------------------------------
 
 def _matrix():

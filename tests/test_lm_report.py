@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from cfcourse.cli import main
 from cfcourse.lm import domains, measures, probes
 from cfcourse.lm import model as lm_model
 from cfcourse.lm.model import load_model
-from cfcourse.lm.report import GENERAL_PROMPTS, ReportError, forgetting_report, verdict
+from cfcourse.lm.report import GENERAL_PROMPTS, ReportError, change_interval, forgetting_report, verdict
 
 N_BLOCKS, BLOCK_LEN = 2, 32  # small and fast; the real defaults are 16 blocks of 128 tokens
 
@@ -96,46 +97,92 @@ def test_report_writes_three_files_with_every_number(report):
     assert (saved["settings"]["n_blocks"], saved["settings"]["block_len"]) == (N_BLOCKS, BLOCK_LEN)
     assert list(saved["domains"]) == list(domains.DOMAINS)
     for row in saved["domains"].values():
-        assert {"ppl_base", "ppl_tuned", "change", "verdict", "blocks"} <= set(row)
-        assert row["blocks"] == N_BLOCKS
+        assert {"ppl_base", "ppl_tuned", "change", "interval", "verdict", "blocks", "nll_base", "nll_tuned"} <= set(row)
+        assert row["blocks"] == len(row["nll_base"]) == len(row["block_tokens"]) == N_BLOCKS
+    rule = saved["settings"]["verdict"]
+    assert (rule["practical_change"], rule["confidence"], rule["resamples"]) == (0.02, 0.95, 2000)
+    assert (saved["settings"]["dtype"], saved["settings"]["device"]) == ("float32", "cpu")
     assert saved["seconds"]["total"] > 0
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_markdown_summary_has_table_verdicts_and_thresholds(report):
+def test_markdown_summary_has_table_verdicts_and_the_rule(report):
     result, out = report
     text = (out / "report.md").read_text()
-    assert "| domain | base ppl | tuned ppl | change | verdict |" in text
+    assert "| domain | base ppl | tuned ppl | change | 95% interval | verdict |" in text
     for d, row in result["domains"].items():
         assert f"- {d}: perplexity " in text and f"— {row['verdict']}" in text
-    assert "10% or more above" in text and "10% or more below" in text
+        low, high = (f"{v:+.1%}".replace("-", "−") for v in row["interval"])
+        assert f"| {low} to {high} | {row['verdict']} |" in text
+    assert "above +2% *forgotten*; below −2% *learned*; within ±2% *kept*" in text
+    assert "across +2% or −2% *unclear*" in text and "2,000 resamples" in text
     assert "| probe domain |" in text and "| prompt | base | tuned |" in text
 
 
 def test_perplexities_match_perplexity_computed_directly(report, tiny_pair):
     result, _ = report
-    medical = [domains.Document(str(i), t) for i, t in enumerate(result["medical_text"])]
+    own = [domains.Document(str(i), t) for i, t in enumerate(result["own_answers_text"])]
     for role, folder in zip(("base", "tuned"), tiny_pair):
         model, tokenizer = load_model(folder, device="cpu")
         for d, row in result["domains"].items():
-            docs = medical if d == "medical" else None
+            docs = own if d == "own-answers" else None
             blocks = domains.domain_blocks(d, tokenizer, "heldout", N_BLOCKS, BLOCK_LEN, docs=docs)
             assert row[f"ppl_{role}"] == pytest.approx(measures.perplexity(model, blocks, batch_size=1), rel=1e-5)
     for row in result["domains"].values():
         assert row["change"] == pytest.approx(row["ppl_tuned"] / row["ppl_base"] - 1)
-        assert row["verdict"] == verdict(row["change"])
+        assert row["verdict"] == verdict(*row["interval"])
 
 
-def test_medical_text_answers_every_held_out_question(report):
+def test_own_answers_text_answers_every_held_out_question(report):
     result, _ = report
     questions = domains.medical_questions("heldout")
-    assert len(result["medical_text"]) == len(questions)
-    assert all(t.startswith(f"Question: {q}\nAnswer:") for t, q in zip(result["medical_text"], questions))
+    assert len(result["own_answers_text"]) == len(questions)
+    assert all(t.startswith(f"Question: {q}\nAnswer:") for t, q in zip(result["own_answers_text"], questions))
 
 
-def test_verdict_thresholds():
-    assert [verdict(c) for c in (0.43, 0.10, 0.05, -0.05, -0.10, -0.27)] == \
-           ["forgotten", "forgotten", "kept", "kept", "learned", "learned"]
+def test_verdict_reads_where_the_whole_interval_lies():
+    cases = {(0.021, 0.5): "forgotten", (-0.5, -0.021): "learned", (-0.02, 0.02): "kept", (0.0, 0.0): "kept",
+             (0.019, 0.5): "unclear", (-0.5, -0.019): "unclear", (-0.05, 0.01): "unclear", (-0.3, 0.4): "unclear",
+             (None, None): "unclear"}
+    assert {k: verdict(*k) for k in cases} == cases
+
+
+def _blocks_nll(per_token_change: list[float], tokens: int = 100, base: float = 3.0):
+    """Hand-made per-block sums: base NLL `base` nats per token, the tuned model `change` nats per token more."""
+    nll_base = [base * tokens] * len(per_token_change)
+    return nll_base, [b + c * tokens for b, c in zip(nll_base, per_token_change)], [tokens] * len(per_token_change)
+
+
+@pytest.mark.parametrize("per_token, expected", [
+    ([0.30, 0.28, 0.33, 0.31, 0.29, 0.30, 0.32, 0.27], "forgotten"),  # about +35%, every block agrees
+    ([-0.25, -0.22, -0.27, -0.24, -0.26, -0.23], "learned"),  # about −22%
+    ([0.004, -0.003, 0.002, 0.001, -0.002, 0.003], "kept"),  # within ±0.5%: too small to matter
+    ([0.40, -0.30, 0.35, -0.25, 0.45, -0.35], "unclear"),  # +5% on average, but the blocks disagree
+    ([0.03, 0.01, 0.04, 0.00, 0.02, 0.05], "unclear"),  # surely worse, yet maybe by less than 2%
+])
+def test_paired_bootstrap_verdicts_on_hand_made_blocks(per_token, expected):
+    nll_base, nll_tuned, tokens = _blocks_nll(per_token)
+    change, low, high = change_interval(nll_base, nll_tuned, tokens)
+    assert change == pytest.approx(math.expm1(sum(per_token) / len(per_token)))
+    assert low <= change <= high and verdict(low, high) == expected
+    assert change_interval(nll_base, nll_tuned, tokens) == (change, low, high)  # a fixed seed: repeatable
+
+
+def test_same_blocks_twice_give_an_interval_of_exactly_zero():
+    nll = [310.5, 287.25, 402.0, 299.75]
+    assert change_interval(nll, nll, [100, 100, 120, 90]) == (0.0, 0.0, 0.0)
+    assert verdict(0.0, 0.0) == "kept"
+
+
+def test_two_blocks_span_their_own_changes_and_one_block_has_no_interval():
+    """Resampling 2 blocks gives (a, a), (a, b) or (b, b): the 95% interval runs from block a's change to b's."""
+    nll_base, nll_tuned, tokens = _blocks_nll([-0.1, 0.3])
+    change, low, high = change_interval(nll_base, nll_tuned, tokens)
+    assert (change, low, high) == pytest.approx((math.expm1(0.1), math.expm1(-0.1), math.expm1(0.3)))
+    assert change_interval(*_blocks_nll([0.5])) == pytest.approx((math.expm1(0.5), None, None))
+    assert verdict(None, None) == "unclear"
+    with pytest.raises(ValueError, match="one NLL per block"):
+        change_interval([1.0, 2.0], [1.0], [10, 10])
 
 
 def test_probes_per_item_and_summary(report):
@@ -162,9 +209,11 @@ def test_generations_default_prompts_side_by_side(report):
 
 def test_same_model_twice_changes_nothing(tiny_pair, tmp_path):
     base, _ = tiny_pair
-    result = forgetting_report(base, base, domains=["legal", "code"], out=tmp_path / "r", n_blocks=1,
+    result = forgetting_report(base, base, domains=["legal", "code"], out=tmp_path / "r", n_blocks=3,
                                block_len=BLOCK_LEN, prompts=["Hello"], max_new_tokens=4)
-    assert all(r["change"] == pytest.approx(0, abs=1e-6) and r["verdict"] == "kept" for r in result["domains"].values())
+    for r in result["domains"].values():
+        assert r["nll_tuned"] == r["nll_base"] and r["change"] == 0.0 and r["interval"] == [0.0, 0.0]
+        assert r["verdict"] == "kept"
     assert not any(i["worse"] for i in result["probes"]["items"])
     assert result["generations"][0]["base"] == result["generations"][0]["tuned"]
 
@@ -209,7 +258,7 @@ def test_different_tokenizers_are_refused(tiny_pair, course_tokenizer, tmp_path,
 
 
 def test_unknown_domain_lists_the_valid_ones(tiny_pair, tmp_path, no_weights):
-    with pytest.raises(ReportError, match="'poetry'.*code, docs, legal, literature, medical"):
+    with pytest.raises(ReportError, match="'poetry'.*medical, legal, code, docs, literature, own-answers"):
         forgetting_report(*tiny_pair, domains=["legal", "poetry"], out=tmp_path / "out")
 
 
@@ -257,13 +306,14 @@ def test_cli_report_prints_the_table_and_where_the_files_are(tiny_pair, tmp_path
                  "--blocks", "2", "--out", str(tmp_path / "rep")])
     out = capsys.readouterr().out
     assert code == 0
-    assert "| domain | base ppl | tuned ppl | change | verdict |" in out and "| legal |" in out
+    assert "| domain | base ppl | tuned ppl | change | 95% interval | verdict |" in out and "| legal |" in out
     assert str(tmp_path / "rep" / "report.md") in out
     assert (tmp_path / "rep" / "report.png").is_file()
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--domains", "poetry"], "error: unknown domain(s) 'poetry'; choose from code, docs, legal, literature, medical"),
+    (["--domains", "poetry"],
+     "error: unknown domain(s) 'poetry'; choose from medical, legal, code, docs, literature, own-answers"),
     (["--blocks", "0"], "error: n_blocks (--blocks) must be a whole number of at least 1"),
 ])
 def test_cli_refuses_bad_input_with_exit_2(tiny_pair, tmp_path, capsys, no_weights, argv, expected):
@@ -315,3 +365,203 @@ def test_a_second_report_against_the_same_base_reuses_its_numbers(tiny_pair, tmp
     assert second["domains"] == first["domains"] and second["seconds"]["base"] == 0.0
     rp.forgetting_report(base, tuned, out=tmp_path / "three", **{**kwargs, "n_blocks": 1})
     assert measured == ["tuned", "base", "tuned"]  # other settings: measured again
+
+
+# --- your own texts -----------------------------------------------------------------------------------------------
+
+SONNET = ("Shall I compare thee to a summer's day? Thou art more lovely and more temperate: rough winds do shake the "
+          "darling buds of May, and summer's lease hath all too short a date. ") * 6
+
+
+@pytest.fixture
+def my_texts(tmp_path) -> dict[str, Path]:
+    """A plain text file (one document) and a JSONL file (one document per line, blank lines skipped)."""
+    plain = tmp_path / "notes.txt"
+    plain.write_text(SONNET + "\n\n" + SONNET, encoding="utf-8")
+    jsonl = tmp_path / "faq.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"text": SONNET, "id": i}) for i in range(3)) + "\n\n", encoding="utf-8")
+    return {"notes": plain, "faq": jsonl}
+
+
+def test_your_own_texts_are_domains_measured_alone_by_default(tiny_pair, my_texts, course_tokenizer, tmp_path):
+    result = forgetting_report(*tiny_pair, texts=my_texts, out=tmp_path / "r", n_blocks=4, block_len=BLOCK_LEN,
+                               prompts=[], dtype="bfloat16", device="cpu")
+    assert list(result["domains"]) == ["notes", "faq"]
+    assert result["texts"]["notes"] == {"path": str(my_texts["notes"]), "format": "text", "documents": 1}
+    assert result["texts"]["faq"] == {"path": str(my_texts["faq"]), "format": "jsonl", "documents": 3}
+    assert (result["settings"]["dtype"], result["settings"]["device"]) == ("bfloat16", "cpu")
+    model, _ = load_model(tiny_pair[0], device="cpu", dtype=torch.bfloat16)
+    docs = report_module().read_text("notes", my_texts["notes"])
+    blocks = domains.blocks(domains.encode(course_tokenizer, docs), BLOCK_LEN, 4)
+    assert result["domains"]["notes"]["ppl_base"] == pytest.approx(measures.perplexity(model, blocks, 1), rel=1e-5)
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "- your texts, measured as given" in text and f"notes (`{my_texts['notes']}`, 1 document)" in text
+    assert "bfloat16 on cpu" in text
+
+
+def test_your_texts_beside_course_domains(tiny_pair, my_texts, tmp_path):
+    result = forgetting_report(*tiny_pair, domains=["legal"], texts={"faq": my_texts["faq"]}, out=tmp_path / "r",
+                               n_blocks=1, block_len=BLOCK_LEN, prompts=[])
+    assert list(result["domains"]) == ["legal", "faq"]
+    assert all(r["interval"] is None and r["verdict"] == "unclear" for r in result["domains"].values())
+    assert "| none (1 block) | unclear |" in (tmp_path / "r" / "report.md").read_text()
+
+
+def report_module():
+    from cfcourse.lm import report as rp
+    return rp
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("missing.txt", None, r"text 'mine': .*missing.txt does not exist; give a UTF-8 text file, or a .jsonl file"),
+    ("empty.txt", " \n\n  \n", r"text 'mine': .*empty.txt has no text \(it is empty or only white space\)"),
+    ("short.txt", "Too short.", r"the mine \(.*short.txt\) text has \d+ tokens, fewer than one block of 32; give a "
+                                r"longer text"),
+    ("bad.jsonl", '{"text": "fine"}\n\n{"text": "broken"\n', r"text 'mine': line 3 of .*bad.jsonl is not valid JSON"),
+    ("no-field.jsonl", '{"text": "fine"}\n{"body": "no text"}\n', r"line 2 of .*no-field.jsonl has no string field "
+                                                                 r"\"text\""),
+    ("latin1.txt", b"caf\xe9 " * 50, r"is not UTF-8 text .*save it as UTF-8"),
+])
+def test_bad_texts_are_refused_before_weights_load(tiny_pair, tmp_path, no_weights, name, content, expected):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(ReportError, match=expected):
+        forgetting_report(*tiny_pair, texts={"mine": path}, out=tmp_path / "out", block_len=BLOCK_LEN)
+    assert not (tmp_path / "out").exists()
+
+
+def test_text_names_must_be_new_and_plain(tiny_pair, my_texts, tmp_path, no_weights):
+    with pytest.raises(ReportError, match="text name 'legal' is a course domain; call your text something else"):
+        forgetting_report(*tiny_pair, texts={"legal": my_texts["notes"]}, out=tmp_path / "out")
+    with pytest.raises(ReportError, match="text name 'my notes' must be letters, digits"):
+        forgetting_report(*tiny_pair, texts={"my notes": my_texts["notes"]}, out=tmp_path / "out")
+
+
+# --- a PEFT adapter as the tuned model ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tiny_pair, tmp_path_factory) -> Path:
+    """A LoRA adapter saved by peft for the tiny base model, with random A and B so that it changes the model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM.from_pretrained(tiny_pair[0])
+    cfg = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    folder = tmp_path_factory.mktemp("tiny-adapter")
+    get_peft_model(model, cfg).save_pretrained(folder)
+    assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_pair[0])
+    return folder
+
+
+def test_an_adapter_is_measured_on_its_base_model(tiny_pair, tiny_adapter, tmp_path):
+    from peft import PeftModel
+
+    base = tiny_pair[0]
+    result = forgetting_report(base, tiny_adapter, domains=["legal"], out=tmp_path / "r", n_blocks=2,
+                               block_len=BLOCK_LEN, prompts=["Hello"], max_new_tokens=4)
+    legal = result["domains"]["legal"]
+    assert result["tuned"]["adapter"] == {"peft_type": "LORA", "base_model_name_or_path": str(base)}
+    assert abs(legal["change"]) > 1e-3 and legal["nll_tuned"] != legal["nll_base"]
+    model, tokenizer = load_model(base, device="cpu")
+    tuned = PeftModel.from_pretrained(model, tiny_adapter).eval()
+    blocks = domains.domain_blocks("legal", tokenizer, "heldout", 2, BLOCK_LEN)
+    assert legal["ppl_tuned"] == pytest.approx(measures.perplexity(tuned, blocks, batch_size=1), rel=1e-5)
+
+
+def test_an_adapter_for_another_base_is_refused(tiny_pair, tiny_adapter, tmp_path, no_weights):
+    import shutil
+
+    other = shutil.copytree(tiny_adapter, tmp_path / "adapter")
+    cfg = json.loads((other / "adapter_config.json").read_text())
+    (other / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path": str(tiny_pair[1])}))
+    with pytest.raises(ReportError, match=r"tuned model: the adapter .* was trained on '.*tiny-tuned.*', but the base "
+                                          r"model is '.*tiny-base.*'; give '.*tiny-tuned.*' as --base"):
+        forgetting_report(tiny_pair[0], other, out=tmp_path / "out")
+    with pytest.raises(ReportError, match="base model: .* is a PEFT adapter, not a whole model"):
+        forgetting_report(tiny_adapter, tiny_pair[0], out=tmp_path / "out")
+    (other / "adapter_model.safetensors").unlink()
+    with pytest.raises(ReportError, match="has no adapter_model.safetensors"):
+        forgetting_report(tiny_pair[1], other, out=tmp_path / "out")
+
+
+def test_an_adapter_on_the_course_model_matches_the_course_name(tiny_adapter, tmp_path):
+    """An adapter trained on `smollm2-135m-instruct` fits the course folder (and nothing else)."""
+    rp = report_module()
+    course = lm_model.default_model_dir()
+    tuned = rp._Side("tuned", str(tiny_adapter), tiny_adapter, None,
+                     {"base_model_name_or_path": lm_model.DEFAULT_MODEL})
+    rp._check_adapter_base(tuned, rp._Side("base", str(course), course, None))
+    tuned.adapter = {"base_model_name_or_path": str(course)}
+    rp._check_adapter_base(tuned, rp._Side("base", lm_model.DEFAULT_MODEL, course, None))
+    with pytest.raises(ReportError, match="was trained on 'smollm2-135m-instruct'"):
+        tuned.adapter = {"base_model_name_or_path": lm_model.DEFAULT_MODEL}
+        rp._check_adapter_base(tuned, rp._Side("base", str(tmp_path), tmp_path, None))
+
+
+# --- dtype and device ---------------------------------------------------------------------------------------------
+
+def test_a_device_this_machine_lacks_is_refused(tiny_pair, tmp_path, no_weights, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ReportError, match=r"device 'cuda' is not available on this machine; available: cpu \("):
+        forgetting_report(*tiny_pair, device="cuda", out=tmp_path / "out")
+    with pytest.raises(ReportError, match="device .--device. must be one of auto, cpu, cuda, mps, got 'tpu'"):
+        forgetting_report(*tiny_pair, device="tpu", out=tmp_path / "out")
+    with pytest.raises(ReportError, match="dtype .--dtype. must be one of float32, bfloat16, float16, got 'int8'"):
+        forgetting_report(*tiny_pair, dtype="int8", out=tmp_path / "out")
+    code = main(["report", "--base", str(tiny_pair[0]), "--tuned", str(tiny_pair[1]), "--device", "mps",
+                 "--out", str(tmp_path / "out")])
+    assert code == 2 and not (tmp_path / "out").exists()
+
+
+# --- --json and --text on the command line ------------------------------------------------------------------------
+
+def test_cli_json_holds_stdout_alone_and_progress_bars_go_to_stderr(tiny_pair, my_texts, tmp_path, capsys,
+                                                                     monkeypatch):
+    from functools import partial
+
+    from tqdm.auto import tqdm
+
+    monkeypatch.setattr(measures, "tqdm", partial(tqdm, disable=False))  # as without TQDM_DISABLE
+    code = main(["report", "--base", str(tiny_pair[0]), "--tuned", str(tiny_pair[1]), "--text",
+                 f"notes={my_texts['notes']}", "--blocks", "2", "--out", str(tmp_path / "rep"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    report = json.loads(out)
+    assert report == json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert list(report["domains"]) == ["notes"]
+    assert "| domain | base ppl |" in err and "base model, notes" in err and "tuned model, notes" in err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--text", "notes"], "expected NAME=PATH (e.g. notes=notes.txt), got 'notes'"),
+    (["--text", "a=x.txt", "--text", "a=y.txt"], "--text names must differ: a given more than once"),
+    (["--dtype", "int8"], "invalid choice: 'int8'"),
+])
+def test_cli_refuses_bad_text_and_dtype_options(tiny_pair, tmp_path, capsys, no_weights, argv, expected):
+    try:
+        code = main(["report", "--base", str(tiny_pair[0]), "--tuned", str(tiny_pair[1]), "--out",
+                     str(tmp_path / "rep"), *argv])
+    except SystemExit as e:  # argparse's own refusals
+        code = e.code
+    assert code == 2 and expected in capsys.readouterr().err
+
+
+def test_python_m_cfcourse_report_json_pipes_into_json_load(tiny_pair, my_texts, tmp_path, subprocess_env,
+                                                             lm_data):
+    env = dict(subprocess_env, CFCOURSE_DATA=str(lm_data), HF_HUB_OFFLINE="1", CFCOURSE_THREADS="1")
+    one_probe = tmp_path / "probe.json"
+    one_probe.write_text(json.dumps({"domains": {"general": [{"prompt": "One plus one is", "answer": " two"}]}}))
+    proc = subprocess.run([sys.executable, "-m", "cfcourse", "report", "--base", str(tiny_pair[0]), "--tuned",
+                           str(tiny_pair[1]), "--text", f"faq={my_texts['faq']}", "--blocks", "3", "--json",
+                           "--probes", str(one_probe), "--out", str(tmp_path / "rep")], capture_output=True,
+                          text=True, env=env, timeout=180, cwd=os.getcwd())
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert list(report["domains"]) == ["faq"] and len(report["domains"]["faq"]["interval"]) == 2
+    assert "| faq |" in proc.stderr and "cfcourse: loading the base model" in proc.stderr
+    assert "model, faq" not in proc.stderr  # TQDM_DISABLE=1: no progress bars

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+from tqdm.auto import tqdm
 
 IGNORE = -100  # target id that is not scored (padding)
 
@@ -50,28 +51,51 @@ def nll_from_hidden(hidden: torch.Tensor, head: torch.nn.Module, targets: torch.
 def lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
             chunk_size: int = 128) -> tuple[torch.Tensor, int]:
     """(summed next-token NLL, tokens scored) of a batch (batch, T), never holding all logits at once."""
-    decoder, head = model.get_decoder(), model.get_output_embeddings()
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (batch, T, d)
+    hidden, targets = _hidden_and_targets(model, input_ids, attention_mask)
+    return nll_from_hidden(hidden, model.get_output_embeddings(), targets, chunk_size)
+
+
+def _hidden_and_targets(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+    """The decoder's hidden states at every position but the last (batch, T-1, d) and the tokens they predict."""
+    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     targets = input_ids[:, 1:].clone()
     if attention_mask is not None:
         targets[attention_mask[:, 1:] == 0] = IGNORE
-    return nll_from_hidden(hidden[:, :-1], head, targets, chunk_size)
+    return hidden[:, :-1], targets
 
 
 @torch.no_grad()
-def perplexity(model, blocks: torch.Tensor, batch_size: int = 2, chunk_size: int = 128) -> float:
-    """Perplexity of `model` on token blocks (n_blocks, block_len), in batches of `batch_size` blocks."""
+def block_nll(model, blocks: torch.Tensor, batch_size: int = 2, chunk_size: int = 128,
+              progress: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Summed next-token NLL and tokens scored, per block: perplexity's numbers, kept apart for a bootstrap.
+
+    `blocks` is (n_blocks, block_len); `progress`, if given, is the label of a tqdm progress bar over the blocks.
+    Returns two arrays of shape (n_blocks,): NLL in nats (float64) and token counts (int64).
+    """
     if blocks.ndim != 2 or blocks.shape[1] < 2:
         raise ValueError(f"blocks must have shape (n_blocks, block_len >= 2), got {tuple(blocks.shape)}")
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
+    device, head = next(model.parameters()).device, model.get_output_embeddings()
+    nll, tokens = np.zeros(blocks.shape[0]), np.zeros(blocks.shape[0], dtype=np.int64)
+    bar = tqdm(total=blocks.shape[0], desc=progress, unit="block", leave=False) if progress else None
     for s in range(0, blocks.shape[0], batch_size):
-        nll, n = lm_loss(model, blocks[s:s + batch_size].to(device), chunk_size=chunk_size)
-        total, count = total + nll.item(), count + n
+        hidden, targets = _hidden_and_targets(model, blocks[s:s + batch_size].to(device))
+        for i in range(hidden.shape[0]):  # one block at a time through the output head: a sum per block
+            total, n = nll_from_hidden(hidden[i:i + 1], head, targets[i:i + 1], chunk_size)
+            nll[s + i], tokens[s + i] = total.item(), n
+        if bar is not None:
+            bar.update(hidden.shape[0])
+    if bar is not None:
+        bar.close()
     model.train(was_training)
-    return math.exp(total / count)
+    return nll, tokens
+
+
+def perplexity(model, blocks: torch.Tensor, batch_size: int = 2, chunk_size: int = 128) -> float:
+    """Perplexity of `model` on token blocks (n_blocks, block_len), in batches of `batch_size` blocks."""
+    nll, tokens = block_nll(model, blocks, batch_size, chunk_size)
+    return math.exp(nll.sum() / tokens.sum())
 
 
 def domain_perplexities(model, domain_blocks: dict[str, torch.Tensor], batch_size: int = 2) -> dict[str, float]:
