@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from cfcourse.exercises import check, lesson02, lesson03, lesson04, lesson06, lesson08, lesson09, lesson10
+from cfcourse.exercises import check, lesson02, lesson03, lesson04, lesson05, lesson06, lesson08, lesson09, lesson10
 
 MIN_MUTANTS = 6  # written mistakes per exercise, the stub not counted
 
@@ -24,6 +24,11 @@ NAMED_MISTAKES = {
     "predict_within_task": lesson03.MISTAKES,
     "fisher_diagonal": lesson04.FISHER_MISTAKES,
     "ewc_penalty": lesson04.PENALTY_MISTAKES,
+    "si_omega": lesson04.SI_MISTAKES,
+    "replay_batch": lesson05.REPLAY_MISTAKES,
+    "agem_step": lesson05.AGEM_MISTAKES,
+    "lwf_loss": lesson06.LWF_MISTAKES,
+    "lora_forward": lesson06.LORA_MISTAKES,
     "distillation_loss": lesson06.MISTAKES,
     "perplexity_from_logits": lesson08.MISTAKES,
     "l2_to_start": lesson09.MISTAKES,

@@ -101,7 +101,8 @@ def _lesson_exercises(path: Path) -> tuple[str, list[str], dict[str, str]]:
     for c in cells:
         if "solution" in c.get("metadata", {}).get("tags", []):
             text = "".join(c["source"])
-            assert "<details><summary>Show solution</summary>" in text, f"{path.name}: a solution cell is not folded"
+            assert ("<details><summary>Show solution</summary>" in text
+                    or "<details><summary>Model answers</summary>" in text), f"{path.name}: a solution cell is not folded"
             for block in re.findall(r"```python\n(.*?)```", text, re.S):
                 for name in re.findall(r"^def (\w+)\(", block, re.M):
                     solutions.setdefault(name, block)
@@ -119,6 +120,7 @@ def test_each_exercise_has_a_stub_a_check_and_a_solution_that_passes(path):
         assert name in solutions, f"{path.name}: exercise {name} has no solution cell defining it"
         namespace: dict = {}
         exec(setup, namespace)  # noqa: S102 - our own notebook's imports
-        exec(solutions[name], namespace)  # noqa: S102 - our own notebook's solution
+        for earlier in list(solutions)[: list(solutions).index(name) + 1]:  # a solution may use an earlier one
+            exec(solutions[earlier], namespace)  # noqa: S102 - our own notebook's solutions, in lesson order
         verdict = getattr(check, name).verify(namespace[name])
         assert verdict.ok, f"{path.name}: the solution of {name} fails its own check: {verdict.message}"

@@ -130,6 +130,38 @@ def which_mistake(fn: Callable, got: Any, args: tuple, mistakes: list[tuple[Call
     return found[0][1] if found else None
 
 
+def verify_with_mistakes(name: str, reference: Callable, cases: Callable[[], list[tuple[str, tuple]]],
+                         mistakes: list[tuple[Callable, str]], tol: float = 1e-5,
+                         same: Callable[[Any, Any], bool] | None = None,
+                         shown: Callable[[str, Any, Any], str] | None = None,
+                         wrap: Callable[[Callable], Callable] | None = None) -> Callable[[Callable], Verdict]:
+    """A verifier: fn must match `reference` on every (what, args) case; a wrong answer that matches a known
+    mistake on that case is told the mistake's explanation. `wrap` turns a function into what is compared (e.g.
+    a step into the weights after it), `shown` words a mismatch."""
+    same = same or (lambda a, b: close(a, b, tol))
+    wrap = wrap or (lambda f: f)
+    shown = shown or (lambda what, got, want: f"on {what}, your {name} returned {_short(got)}, expected {_short(want)}")
+
+    def verify(fn: Callable) -> Verdict:
+        for what, args in cases():
+            want = wrap(reference)(*_copy(args))
+            got = wrap(fn)(*_copy(args))
+            if got is None:
+                return Verdict(False, f"{name} returned None: did you forget the `return`?")
+            if same(got, want):
+                continue
+            text = shown(what, got, want)
+            for mistake, why in mistakes:
+                try:
+                    if same(got, wrap(mistake)(*_copy(args))):
+                        return Verdict(False, f"{text}: {why}")
+                except Exception:  # noqa: BLE001 - a mistake that cannot run on this case does not match
+                    continue
+            return Verdict(False, text)
+        return Verdict(True, "all cases match")
+    return verify
+
+
 def _same_everywhere(fn: Callable, mistake: Callable, cases: list[tuple], same: Callable[[Any, Any], bool]) -> bool:
     try:
         return all(same(fn(*_copy(args)), mistake(*_copy(args))) for args in cases)

@@ -1,4 +1,4 @@
-"""Exercises of lesson 04: the diagonal Fisher information and the EWC penalty.
+"""Exercises of lesson 04: the diagonal Fisher information, the EWC penalty and SI's importance.
 
 Both references are the package's own code (`cfcourse.strategies.regularization`), wrapped only to take the
 arguments the lesson's exercises take, so the learner's formula and the one EWC trains with can never
@@ -15,8 +15,8 @@ from torch import nn
 
 from ..data import Task, load_mnist, to_float
 from ..models import MLP
-from ..strategies.regularization import diagonal_fisher, quadratic_penalty, trainable
-from . import Exercise, Verdict, check
+from ..strategies.regularization import diagonal_fisher, quadratic_penalty, si_importance, trainable
+from . import Exercise, Verdict, check, verify_with_mistakes
 
 Tensors = dict[str, torch.Tensor]
 
@@ -343,9 +343,8 @@ def _verify_penalty(fn: Callable) -> Verdict:
 check.register(Exercise(
     name="fisher_diagonal",
     reference=fisher_diagonal,
-    hint="for each sample i: log_p = -F.cross_entropy(model(x[i:i+1]), y[i:i+1]); "
-         "grads = torch.autograd.grad(log_p, params); add each grad ** 2 to a running sum per parameter; "
-         "at the end divide every sum by len(y)",
+    hint="each digit needs its own backward pass: square that digit's gradient of log p(y | x) before you add it "
+         "to the other digits' squares; average at the end",
     verify_fn=_verify_fisher,
     wrong_answers=[mistake for mistake, _ in FISHER_MISTAKES] + [fisher_without_return, fisher_as_a_list],
 ))
@@ -353,9 +352,98 @@ check.register(Exercise(
 check.register(Exercise(
     name="ewc_penalty",
     reference=ewc_penalty,
-    hint="loop over model.named_parameters(): total = total + (fisher[name] * (p - anchor[name]) ** 2).sum(); "
-         "return lam / 2 * total (a tensor, so that loss.backward() reaches the weights)",
+    hint="weight each squared distance from the anchor by its Fisher value, add them up over every parameter, "
+         "scale by lam / 2, and keep the result a tensor built from the model's own parameters",
     verify_fn=_verify_penalty,
     wrong_answers=[mistake for mistake, _ in PENALTY_MISTAKES] + [penalty_without_return, weights_from_the_state_dict,
                                                                   rewrapped_as_a_new_tensor, fisher_scaled_in_place],
+))
+
+
+# --- exercise 3: SI's importance from the path integral ----------------------------------------------
+
+def si_omega(weights: torch.Tensor, grads: torch.Tensor, xi: float) -> torch.Tensor:
+    """SI's importance from a recorded trajectory: weights (steps + 1, n), grads (steps, n) -> omega (n,).
+
+    The path integral sum_k -grad_k * (w_{k+1} - w_k), then the package's `si_importance`, which the SI
+    strategy uses at the end of every task.
+    """
+    path = -(grads * weights.diff(dim=0)).sum(0)  # (n,) each weight's share of the loss decrease
+    return si_importance(path, weights[0], weights[-1], xi)
+
+
+def _gd_on_a_quadratic() -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient descent (lr 0.1) on L = 1/2 sum_i a_i w_i^2 from w = 1, for a = (1, 4, 0): 20 steps."""
+    a, w, lr = torch.tensor([1.0, 4.0, 0.0]), torch.ones(3), 0.1
+    weights, grads = [w.clone()], []
+    for _ in range(20):
+        g = a * w
+        w = w - lr * g
+        grads.append(g)
+        weights.append(w.clone())
+    return torch.stack(weights), torch.stack(grads)  # (21, 3), (20, 3)
+
+
+def _si_cases() -> list[tuple[str, tuple]]:
+    gen = torch.Generator().manual_seed(4)
+    steps = torch.randn(6, 8, generator=gen) * 0.3
+    steps[:, 7] = 0  # a weight that never moved: its importance is 0 / (0 + xi) = 0
+    weights = torch.cat([torch.randn(1, 8, generator=gen), steps]).cumsum(0)  # (7, 8)
+    grads = torch.randn(6, 8, generator=gen)  # (6, 8), some paths positive, some negative
+    one = torch.tensor([[0.0], [0.5]]), torch.tensor([[-2.0]])  # one step: path 1.0, displacement 0.5
+    return [("one weight, one step of +0.5 against a gradient of -2, xi = 0.1 (omega = 1 / (0.25 + 0.1))",
+             (*one, 0.1)),
+            ("gradient descent on a quadratic: the stiffer weight did more work, the flat one none",
+             (*_gd_on_a_quadratic(), 0.1)),
+            ("a random trajectory of 8 weights over 6 steps, one that never moved, xi = 0.1",
+             (weights, grads, 0.1)),
+            ("the same trajectory with xi = 1.0", (weights, grads, 1.0))]
+
+
+def _denominator(weights, xi, fn):
+    return fn(weights) + xi
+
+
+SI_MISTAKES = [
+    (_named("moved_not_squared",
+            lambda w, g, xi: (-(g * w.diff(dim=0)).sum(0) / ((w[-1] - w[0]).abs() + xi)).clamp(min=0)),
+     "it looks like you divided by how far each weight moved, |w_end - w_start|; SI divides by the squared total "
+     "displacement, (w_end - w_start)^2 + xi"),
+    (_named("no_damping", lambda w, g, xi: (-(g * w.diff(dim=0)).sum(0) / (w[-1] - w[0]).pow(2)).clamp(min=0)),
+     "it looks like xi is missing from the denominator: a weight that barely moved then gets an enormous (or "
+     "undefined) importance; add xi to the squared displacement"),
+    (_named("damping_inside_the_square",
+            lambda w, g, xi: (-(g * w.diff(dim=0)).sum(0) / (w[-1] - w[0] + xi).pow(2)).clamp(min=0)),
+     "it looks like xi went inside the square; it is added after squaring: (w_end - w_start)^2 + xi"),
+    (_named("path_sign_flipped",
+            lambda w, g, xi: ((g * w.diff(dim=0)).sum(0) / ((w[-1] - w[0]).pow(2) + xi)).clamp(min=0)),
+     "it looks like the sign of the path integral is flipped: a step against the gradient lowers the loss, so "
+     "each step's share of the loss decrease is -grad * step"),
+    (_named("no_clamp_at_zero", lambda w, g, xi: -(g * w.diff(dim=0)).sum(0) / ((w[-1] - w[0]).pow(2) + xi)),
+     "it looks like negative importances were kept; a weight whose moves raised the loss counts as unimportant "
+     "(importance 0), not as negatively important"),
+    (_named("sum_of_squared_steps",
+            lambda w, g, xi: (-(g * w.diff(dim=0)).sum(0) / (w.diff(dim=0).pow(2).sum(0) + xi)).clamp(min=0)),
+     "it looks like you divided by the sum of the squared steps; SI divides by the square of the total "
+     "displacement over the task, (w_end - w_start)^2"),
+    (_named("total_displacement_times_summed_gradient",
+            lambda w, g, xi: (-(g.sum(0) * (w[-1] - w[0])) / ((w[-1] - w[0]).pow(2) + xi)).clamp(min=0)),
+     "it looks like the summed gradient times the total displacement; the path integral multiplies each step's "
+     "gradient by that same step, then adds them up"),
+    (_named("absolute_value_not_clamp",
+            lambda w, g, xi: (-(g * w.diff(dim=0)).sum(0)).abs() / ((w[-1] - w[0]).pow(2) + xi)),
+     "it looks like the absolute value of the path; a weight whose moves raised the loss gets importance 0"),
+    (_named("end_weights_not_displacement",
+            lambda w, g, xi: (-(g * w.diff(dim=0)).sum(0) / (w[-1].pow(2) + xi)).clamp(min=0)),
+     "it looks like you divided by the final weight squared; SI divides by the squared displacement over the "
+     "task, (w_end - w_start)^2"),
+]
+
+check.register(Exercise(
+    name="si_omega",
+    reference=si_omega,
+    hint="the path integral adds up, step by step, how much each weight's move lowered the loss (to first order); "
+         "SI then normalises it by how far the weight went over the whole task, with xi keeping the division safe",
+    verify_fn=verify_with_mistakes("si_omega", si_omega, _si_cases, SI_MISTAKES, tol=1e-5),
+    wrong_answers=[mistake for mistake, _ in SI_MISTAKES],
 ))

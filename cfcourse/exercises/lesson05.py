@@ -1,4 +1,6 @@
-"""Exercise of lesson 05: reservoir sampling, checked by what it must guarantee rather than by one answer.
+"""Exercises of lesson 05: reservoir sampling, the replay batch and A-GEM's step.
+
+Reservoir sampling is checked by what it must guarantee rather than by one answer.
 
 A correct reservoir can use its random numbers in many ways, so the check does
 not compare the learner's buffer with the reference's. It offers a stream of
@@ -308,9 +310,198 @@ WRONG_ANSWERS = [always_replace_a_random_slot, keep_the_first_n, no_size_bound, 
 check.register(Exercise(
     name="reservoir_update",
     reference=reservoir_update,
-    hint="while len(buffer) < size, append the item; after that draw a random whole number from 0 to seen-1 "
-         "with rng and, when it is below size, put the item in that slot (it then replaces a random held item, and "
-         "gets in with probability size/seen)",
+    hint="until the buffer is full every item gets in; after that the seen-th item must get in with probability "
+         "size/seen, and when it does it takes the place of a held item chosen at random (all draws from rng)",
     verify_fn=verify_reservoir_update,
     wrong_answers=WRONG_ANSWERS,
+))
+
+
+# --- exercise 2: the replay batch -------------------------------------------------------------------
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from ..models import MLP  # noqa: E402
+from ..strategies.rehearsal import agem_correct, replay_batch  # noqa: E402
+from . import verify_with_mistakes  # noqa: E402
+
+
+def _named(name: str, fn: Callable) -> Callable:
+    fn.__name__ = fn.__qualname__ = name
+    return fn
+
+
+def _replay_cases() -> list[tuple[str, tuple]]:
+    gen = torch.Generator().manual_seed(5)
+    x = torch.rand(4, 784, generator=gen)  # the new batch: floats in [0, 1]
+    y = torch.tensor([7, 3, 3, 1])
+    x_mem = torch.randint(0, 256, (3, 784), generator=gen, dtype=torch.uint8)  # remembered digits, as stored
+    y_mem, ids_mem = torch.tensor([0, 9, 4]), torch.tensor([0, 1, 0])
+    return [("a batch of 4 new digits of task 3 and 3 remembered ones of tasks 1 and 2",
+             (x, y, 2, x_mem, y_mem, ids_mem)),
+            ("one new digit of task 2 and 2 remembered ones of task 1", (x[:1], y[:1], 1, x_mem[:2],
+                                                                         y_mem[:2], torch.zeros(2, dtype=torch.long)))]
+
+
+def _same_batch(got, want) -> bool:
+    """Three tensors equal to the reference's, new samples first or remembered ones first."""
+    if not isinstance(got, tuple) or len(got) != 3 or not all(isinstance(t, torch.Tensor) for t in got):
+        return False
+
+    def swapped(batch, n_new):
+        return tuple(torch.cat([t[n_new:], t[:n_new]]) for t in batch)
+    n_new = len(want[1]) - len(_REPLAYED[0]) if _REPLAYED else 0
+    options = [want] + ([swapped(want, n_new)] if n_new else [])
+    return any(all(g.shape == w.shape and torch.allclose(g.float(), w.float(), atol=1e-6) for g, w in zip(got, o))
+               for o in options)
+
+
+_REPLAYED: list = []  # the remembered labels of the case being compared (to know where the new samples end)
+
+
+def _replay_reference(x, y, task_id, x_mem, y_mem, ids_mem):
+    _REPLAYED[:] = [y_mem]
+    return replay_batch(x, y, task_id, x_mem, y_mem, ids_mem)
+
+
+def _floats(x_mem):
+    return x_mem.float() / 255
+
+
+REPLAY_MISTAKES = [
+    (_named("memory_pixels_not_scaled",
+            lambda x, y, t, xm, ym, im: (torch.cat([x, xm.float()]), torch.cat([y, ym]), torch.cat([torch.full_like(y, t), im]))),
+     "the remembered digits are still pixel values 0-255, while the new ones are floats in [0, 1]; scale them the "
+     "same way (to_float) before joining"),
+    (_named("current_task_id_for_memory",
+            lambda x, y, t, xm, ym, im: (torch.cat([x, _floats(xm)]), torch.cat([y, ym]),
+                                         torch.full((len(y) + len(ym),), t))),
+     "every sample got the current task's id; a remembered sample keeps the id of the task it came from (a "
+     "multi-head model uses it to pick the head)"),
+    (_named("current_labels_for_memory",
+            lambda x, y, t, xm, ym, im: (torch.cat([x, _floats(xm)]), torch.cat([y, y[torch.arange(len(ym)) % len(y)]]),
+                                         torch.cat([torch.full_like(y, t), im]))),
+     "the remembered digits were given labels from the new batch; each keeps its own remembered label"),
+    (_named("memory_only",
+            lambda x, y, t, xm, ym, im: (_floats(xm), ym, im)),
+     "only the remembered samples came back; replay adds them to the new batch, which must stay"),
+    (_named("new_batch_only",
+            lambda x, y, t, xm, ym, im: (x, y, torch.full_like(y, t))),
+     "the remembered samples are missing; append them to the new batch"),
+    (_named("labels_and_task_ids_swapped",
+            lambda x, y, t, xm, ym, im: (torch.cat([x, _floats(xm)]), torch.cat([y, im]),
+                                         torch.cat([torch.full_like(y, t), ym]))),
+     "the remembered labels and task ids are swapped"),
+    (_named("task_ids_counted_from_one",
+            lambda x, y, t, xm, ym, im: (torch.cat([x, _floats(xm)]), torch.cat([y, ym]),
+                                         torch.cat([torch.full_like(y, t), im + 1]))),
+     "the remembered task ids are one too high; keep them as stored (the first task is 0)"),
+    (_named("memory_labels_in_the_wrong_order",
+            lambda x, y, t, xm, ym, im: (torch.cat([x, _floats(xm)]), torch.cat([y, ym.flip(0)]),
+                                         torch.cat([torch.full_like(y, t), im.flip(0)]))),
+     "the remembered labels no longer sit next to their own digits; keep x_mem, y_mem and ids_mem in one order"),
+]
+
+check.register(Exercise(
+    name="replay_batch",
+    reference=_replay_reference,
+    hint="the new batch stays as it is; the remembered samples join it, each with its own label and the id of "
+         "its own task, and in the same form as the new inputs",
+    verify_fn=verify_with_mistakes("replay_batch", _replay_reference, _replay_cases, REPLAY_MISTAKES,
+                                   same=_same_batch),
+    wrong_answers=[mistake for mistake, _ in REPLAY_MISTAKES],
+))
+
+
+# --- exercise 3: A-GEM's step -----------------------------------------------------------------------
+
+def agem_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+              x_mem: torch.Tensor, y_mem: torch.Tensor) -> None:
+    """One A-GEM training step on a single-head model: the new batch's gradient, projected when it points
+    against the memory's gradient (the package's `agem_correct`, which the A-GEM strategy calls), then a step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()  # p.grad: the new batch's gradient
+    g_ref = torch.autograd.grad(F.cross_entropy(model(x_mem), y_mem), params)  # leaves p.grad alone
+    agem_correct(params, torch.cat([g.reshape(-1) for g in g_ref]))
+    optimizer.step()
+
+
+def _agem_cases() -> list[tuple[str, tuple]]:
+    gen = torch.Generator().manual_seed(7)
+    x, x_mem = torch.rand(16, 20, generator=gen), torch.rand(8, 20, generator=gen)
+    ones, zeros = torch.ones(16, dtype=torch.long), torch.zeros(8, dtype=torch.long)
+    return [("a new batch all of class 1 and a memory all of class 0 (their gradients disagree: the step must be "
+             "projected)", (x, ones, x_mem, zeros)),
+            ("a memory of class 1 too (the gradients agree: the step is taken as it is)", (x, ones, x_mem, ones[:8]))]
+
+
+def _run_step(fn: Callable, x, y, x_mem, y_mem) -> torch.Tensor:
+    """The weights (flat) of a small fixed network after fn's step with SGD, lr 0.5."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = MLP(20, (8,), 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    fn(model, optimizer, x.clone(), y.clone(), x_mem.clone(), y_mem.clone())
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def _step_mistake(direction: Callable) -> Callable:
+    """A wrong step: the weights move along direction(g, g_ref) instead of A-GEM's projected gradient."""
+    def step(model, optimizer, x, y, x_mem, y_mem):
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer.zero_grad(set_to_none=True)
+        g = torch.autograd.grad(F.cross_entropy(model(x), y), params)
+        g_ref = torch.autograd.grad(F.cross_entropy(model(x_mem), y_mem), params)
+        flat, flat_ref = torch.cat([t.reshape(-1) for t in g]), torch.cat([t.reshape(-1) for t in g_ref])
+        new, offset = direction(flat, flat_ref), 0
+        for p in params:
+            p.grad = new[offset: offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        optimizer.step()
+    return step
+
+
+def _proj(g, r, scale=lambda r: r.dot(r)):
+    return g - g.dot(r) / scale(r) * r
+
+
+AGEM_MISTAKES = [
+    (_named("never_projects", _step_mistake(lambda g, r: g)),
+     "the weights moved by the plain gradient of the new batch: when it points against the memory's gradient "
+     "(g · g_ref < 0), remove its component along g_ref before the step"),
+    (_named("always_projects", _step_mistake(_proj)),
+     "the step was projected although g · g_ref >= 0; A-GEM changes the gradient only when it would raise the "
+     "memory's loss"),
+    (_named("projected_the_memory_gradient",
+            _step_mistake(lambda g, r: g if g.dot(r) >= 0 else r - g.dot(r) / g.dot(g) * g)),
+     "it looks like the memory's gradient was projected on the new one; keep the new gradient and remove from it "
+     "its component along g_ref"),
+    (_named("added_the_memory_gradient", _step_mistake(lambda g, r: g + r)),
+     "the step followed the new and the memory gradient added together (that is replay's step, not A-GEM's); "
+     "A-GEM uses the memory only to correct the new gradient's direction"),
+    (_named("divided_by_the_norm_not_its_square",
+            _step_mistake(lambda g, r: g if g.dot(r) >= 0 else _proj(g, r, lambda r: r.norm()))),
+     "the projection divides by |g_ref|^2 (g_ref · g_ref), not by |g_ref|"),
+    (_named("projection_sign_flipped",
+            _step_mistake(lambda g, r: g if g.dot(r) >= 0 else g + g.dot(r) / r.dot(r) * r)),
+     "the component along g_ref was added instead of removed: g - (g · g_ref) / (g_ref · g_ref) g_ref"),
+    (_named("kept_only_the_component_along_the_memory_gradient",
+            _step_mistake(lambda g, r: g if g.dot(r) >= 0 else g.dot(r) / r.dot(r) * r)),
+     "it looks like the step kept only the component of g along g_ref; A-GEM removes that component and keeps "
+     "the rest: g - (g · g_ref) / (g_ref · g_ref) g_ref"),
+]
+
+check.register(Exercise(
+    name="agem_step",
+    reference=agem_step,
+    hint="compare the direction of the new batch's gradient with the memory's; only when they disagree, take out "
+         "of the new gradient the part that points against the memory's, then let the optimiser step",
+    verify_fn=verify_with_mistakes(
+        "agem_step", agem_step, _agem_cases, AGEM_MISTAKES, tol=1e-5,
+        wrap=lambda fn: lambda *a: _run_step(fn, *a),
+        shown=lambda what, got, want: f"on {what}, the weights after your step differ from A-GEM's by up to "
+                                      f"{float((got - want).abs().max()):.3g}"),
+    wrong_answers=[mistake for mistake, _ in AGEM_MISTAKES],
 ))

@@ -39,6 +39,20 @@ ADAPTERS = "task_adapters"  # attribute name of the ModuleDict inside each adapt
 NEXT = "next"  # key of the adapter made ready for the next task (see TaskAdapters.after_task)
 
 
+def lora_update(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float) -> torch.Tensor:
+    """scale * B (A x) for x (batch, in), A (r, in), B (out, r): a low-rank weight change applied; see lesson 06.
+
+    B (A x), never (B A) x: the (out, in) product is never formed, so the cost is r * (in + out) per sample.
+    """
+    return F.linear(F.linear(x, A), B) * scale  # (batch, out)
+
+
+def lora_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, A: torch.Tensor,
+                B: torch.Tensor, scale: float) -> torch.Tensor:
+    """A Linear layer with a frozen weight and a low-rank update: W x + b + scale * B A x; see lesson 06."""
+    return F.linear(x, weight, bias) + lora_update(x, A, B, scale)
+
+
 class LowRankAdapter(nn.Module):
     """The weight change (alpha / sqrt(r)) * B A of one Linear layer for one task, B = 0 at first; see lesson 06."""
 
@@ -51,7 +65,7 @@ class LowRankAdapter(nn.Module):
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))  # as nn.Linear (and LoRA) initialise a weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.linear(x, self.A), self.B) * self.scale  # (batch, out): B (A x), never B A itself
+        return lora_update(x, self.A, self.B, self.scale)  # (batch, out)
 
     def delta_weight(self) -> torch.Tensor:
         """The full (out, in) weight change this adapter adds to W; its rank is at most r."""

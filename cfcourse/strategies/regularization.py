@@ -130,6 +130,18 @@ def diagonal_fisher(model: nn.Module, task: Task, n_samples: int = 1000, kind: s
     return {name: f / len(idx) for name, f in fisher.items()}
 
 
+# --- synaptic intelligence's importance ------------------------------------------------------------
+
+def si_importance(path: torch.Tensor, start: torch.Tensor, end: torch.Tensor, xi: float) -> torch.Tensor:
+    """SI's importance of each weight for one task (Zenke et al. 2017); see lesson 04.
+
+    omega = max(0, path / ((end - start)^2 + xi)): `path` is the running sum over the task's steps of
+    -grad * step (each weight's share of the loss decrease), divided by the squared total displacement plus
+    the damping xi. A negative share would push weights away, so it counts as zero.
+    """
+    return (path / ((end - start).pow(2) + xi)).clamp(min=0)
+
+
 # --- the strategies --------------------------------------------------------------------------------
 
 @register
@@ -265,8 +277,7 @@ class SI(Strategy):
         if not self.start:  # no step was taken: nothing moved, nothing new is important
             self.before_task(model, task)
         end = snapshot(model)
-        new = {name: (self.path[name] / ((end[name] - self.start[name]).pow(2) + self.xi)).clamp_(min=0)
-               for name in self.path}  # a negative share would push weights away: count it as zero
+        new = {name: si_importance(self.path[name], self.start[name], end[name], self.xi) for name in self.path}
         self.omega = new if self.omega is None else {name: self.omega.get(name, 0.0) + o for name, o in new.items()}
         self.anchor, self.start, self.prev = end, {}, {}
 

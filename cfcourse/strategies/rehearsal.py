@@ -263,9 +263,19 @@ class Replay(_Rehearsal):
         if n_replay == 0 or len(self.memory) == 0:
             return x, y, task_ids
         x_mem, y_mem, ids_mem = self.memory.sample(n_replay, self.generator)  # (r, 784) uint8, (r,), (r,)
-        ids = task_ids if isinstance(task_ids, torch.Tensor) else torch.full_like(y, task_ids)
-        x = torch.cat([x, _inputs(x_mem).to(x.device)])  # (batch + r, 784)
-        return x, torch.cat([y, y_mem.to(y.device)]), torch.cat([ids.to(y.device), ids_mem.to(y.device)])
+        return replay_batch(x, y, task_ids, x_mem, y_mem, ids_mem)
+
+
+def replay_batch(x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor, x_mem: torch.Tensor,
+                 y_mem: torch.Tensor, ids_mem: torch.Tensor) -> Batch:
+    """The new batch with remembered samples appended, each keeping its own label and task id; see lesson 05.
+
+    x (b, 784) floats in [0, 1]; task_ids one int for the batch or (b,); x_mem (r, 784) as stored (uint8
+    pixels become floats in [0, 1]). Returns x (b + r, 784), y (b + r,), task ids (b + r,).
+    """
+    ids = task_ids if isinstance(task_ids, torch.Tensor) else torch.full_like(y, task_ids)
+    x = torch.cat([x, _inputs(x_mem).to(x.device)])  # (batch + r, 784)
+    return x, torch.cat([y, y_mem.to(y.device)]), torch.cat([ids.to(y.device), ids_mem.to(y.device)])
 
 
 def project_gradient(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:
@@ -321,9 +331,18 @@ class AGEM(_Rehearsal):
         if len(self.memory) == 0:
             return
         params = [p for p in model.parameters() if p.requires_grad]
-        g = flat_grad(params)  # (n_params,)
-        g_new = project_gradient(g, self.reference_gradient(model, params))
         self.steps += 1
-        if g_new is not g:
-            set_flat_grad(params, g_new)
-            self.projections += 1
+        self.projections += agem_correct(params, self.reference_gradient(model, params))
+
+
+def agem_correct(params: list[nn.Parameter], g_ref: torch.Tensor) -> bool:
+    """Replace the step's gradient (the params' .grad) by its A-GEM projection on g_ref; True if projected.
+
+    Called after backward and before the optimiser's step; see lesson 05.
+    """
+    g = flat_grad(params)  # (n_params,)
+    g_new = project_gradient(g, g_ref)
+    if g_new is g:
+        return False
+    set_flat_grad(params, g_new)
+    return True
