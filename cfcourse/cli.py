@@ -295,7 +295,7 @@ def cmd_lm_record(args) -> int:
     from .lm import lab
 
     s = lab.settings()
-    runs = len(s.seeds) * 2 + len(s.lr_grid) - 1
+    runs = len(s.seeds) * 2 + len(s.lr_grid)
     print(f"{runs} fine-tuning runs of {s.medical.steps} steps ({len(s.seeds)} seeds, {len(s.lr_grid)} learning "
           f"rates); about {2 * runs} minutes on 2 cores in full mode", file=sys.stderr)
     lab.use_threads()

@@ -251,7 +251,6 @@ def train(model, tokenizer, cfg: FinetuneConfig, before: dict[str, float], block
     after = measure(result["model"], blocks)
     run = Run(name, result["config"], dict(before), after, result["losses"], time.perf_counter() - t0, snapshots,
               domain=domain, blocks={d: list(b.shape) for d, b in blocks.items()}, start=start)
-    run.model = result["model"]  # not a field: the trained model stays out of the saved numbers
     if save:
         run.folder = str(save_model(result["model"], tokenizer, name, run))
     if verbose:
