@@ -68,13 +68,13 @@ def settings() -> LabSettings:
                          legal=FinetuneConfig(steps=40, batch_size=2, lr=3.25e-4, gradient_checkpointing=False,
                                               seed=100),
                          lr_grid=(1.3e-3, 6.5e-4, 3.25e-4, 1.6e-4), questions=32, seeds=(0, 1, 2),
-                         record_every=10, record_blocks=2, replay_blocks=48, self_blocks=12, own_tokens=64),
+                         record_every=10, record_blocks=2, replay_blocks=256, self_blocks=12, own_tokens=64),
         fast=LabSettings(block_len=64, headline_blocks=8, other_blocks=4, validation_blocks=4,
-                         medical=FinetuneConfig(steps=12, batch_size=2, lr=1e-3, gradient_checkpointing=False),
-                         legal=FinetuneConfig(steps=12, batch_size=2, lr=1e-3, gradient_checkpointing=False,
+                         medical=FinetuneConfig(steps=16, batch_size=2, lr=5e-4, gradient_checkpointing=False),
+                         legal=FinetuneConfig(steps=16, batch_size=2, lr=8e-4, gradient_checkpointing=False,
                                               seed=100),
-                         lr_grid=(2e-3, 1e-3), questions=12, seeds=(0,),
-                         record_every=4, record_blocks=2, replay_blocks=8, self_blocks=4, own_tokens=48),
+                         lr_grid=(1.6e-3, 8e-4), questions=12, seeds=(0,),
+                         record_every=4, record_blocks=2, replay_blocks=64, self_blocks=4, own_tokens=48),
     )
 
 
