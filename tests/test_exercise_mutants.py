@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from cfcourse.exercises import check, lesson02, lesson03, lesson04, lesson05, lesson06, lesson08, lesson09, lesson10
+from cfcourse.exercises import (check, lesson02, lesson03, lesson04, lesson05, lesson06, lesson07, lesson08, lesson09,
+                                lesson10)
 
 MIN_MUTANTS = 6  # written mistakes per exercise, the stub not counted
 
@@ -30,6 +31,8 @@ NAMED_MISTAKES = {
     "lwf_loss": lesson06.LWF_MISTAKES,
     "lora_forward": lesson06.LORA_MISTAKES,
     "distillation_loss": lesson06.MISTAKES,
+    "agrees": lesson07.AGREE_MISTAKES,
+    "choose_on_validation": lesson07.CHOOSE_MISTAKES,
     "perplexity_from_logits": lesson08.MISTAKES,
     "l2_to_start": lesson09.MISTAKES,
     "old_domain_rise": lesson10.MISTAKES,
