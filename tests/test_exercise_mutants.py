@@ -23,6 +23,7 @@ NAMED_MISTAKES = {
     "backward_transfer": lesson02.BWT_MISTAKES,
     "forgetting_per_task": lesson02.FORGETTING_MISTAKES,
     "predict_within_task": lesson03.MISTAKES,
+    "current_task_loss": lesson03.LOSS_MISTAKES,
     "fisher_diagonal": lesson04.FISHER_MISTAKES,
     "ewc_penalty": lesson04.PENALTY_MISTAKES,
     "si_omega": lesson04.SI_MISTAKES,
