@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -106,7 +105,7 @@ def train_task(model: nn.Module, tasks: list[Task], t: int, optimizer: torch.opt
             idx = order[i:i + batch_size]
             task_ids = tasks[t].task_id if ids_all is None else ids_all[idx]
             x, y, task_ids = strategy.transform_batch(to_float(x_all[idx]), y_all[idx], task_ids)
-            loss = F.cross_entropy(forward(model, x, task_ids), y) + strategy.penalty(model, x, task_ids)
+            loss = strategy.task_loss(forward(model, x, task_ids), y) + strategy.penalty(model, x, task_ids)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             strategy.before_step(model)

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from cfcourse.exercises import check, lesson02, lesson03, lesson04, lesson05, lesson06, lesson08, lesson09, lesson10
+from cfcourse.exercises import (check, lesson02, lesson03, lesson04, lesson05, lesson06, lesson07, lesson08, lesson09,
+                                lesson10)
 
 MIN_MUTANTS = 6  # written mistakes per exercise, the stub not counted
 
@@ -22,6 +23,7 @@ NAMED_MISTAKES = {
     "backward_transfer": lesson02.BWT_MISTAKES,
     "forgetting_per_task": lesson02.FORGETTING_MISTAKES,
     "predict_within_task": lesson03.MISTAKES,
+    "current_task_loss": lesson03.LOSS_MISTAKES,
     "fisher_diagonal": lesson04.FISHER_MISTAKES,
     "ewc_penalty": lesson04.PENALTY_MISTAKES,
     "si_omega": lesson04.SI_MISTAKES,
@@ -30,6 +32,8 @@ NAMED_MISTAKES = {
     "lwf_loss": lesson06.LWF_MISTAKES,
     "lora_forward": lesson06.LORA_MISTAKES,
     "distillation_loss": lesson06.MISTAKES,
+    "agrees": lesson07.AGREE_MISTAKES,
+    "choose_on_validation": lesson07.CHOOSE_MISTAKES,
     "perplexity_from_logits": lesson08.MISTAKES,
     "l2_to_start": lesson09.MISTAKES,
     "old_domain_rise": lesson10.MISTAKES,

@@ -257,3 +257,36 @@ def test_plot_lambda_sweep_shows_acc_learning_and_bwt():
     assert "λ" in axes[0].figure.get_suptitle()
     with pytest.raises(ValueError, match="one accuracy matrix per value"):
         plots.plot_lambda_sweep([1, 2], sweep[:1])
+
+
+def test_current_task_loss_is_cross_entropy_with_the_other_outputs_masked_out():
+    from cfcourse.strategies.labels_trick import current_task_loss
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(16, 10, generator=gen) * 3).requires_grad_(True)
+    y = torch.tensor([7, 1] * 8)
+    loss = current_task_loss(logits, y, (7, 1))
+    masked = logits.masked_fill(~torch.isin(torch.arange(10), torch.tensor([1, 7])), float("-inf"))
+    want = F.cross_entropy(masked, y)
+    assert torch.allclose(loss, want)
+    g, g_want = torch.autograd.grad(loss, logits)[0], torch.autograd.grad(want, logits)[0]
+    assert torch.allclose(g, g_want) and g[:, [0, 2, 3, 4, 5, 6, 8, 9]].abs().max() == 0  # old outputs untouched
+    with pytest.raises(ValueError, match=r"labels \[0\] are not among the task's classes \(2, 3\)"):
+        current_task_loss(logits[:3], torch.tensor([2, 0, 3]), (2, 3))
+
+
+def test_labels_trick_leaves_the_old_output_units_alone_in_class_il():
+    from cfcourse.train import run_tasks, sgd
+    tasks = split_mnist(2, "class", train_size=600, test_size=200)
+    torch.manual_seed(0)
+    model = MLP(hidden=(16,), out_features=10)
+    run_tasks(model, tasks[:1], make_strategy("labels-trick"), sgd(0.05), 1, 64, progress=False)
+    before = model.head.weight.detach().clone()
+    run_tasks(model, tasks, make_strategy("labels-trick"), sgd(0.05), 1, 64, progress=False)  # tasks 1 and 2 again
+    assert make_strategy("labels-trick").classes == ()
+    untouched = [d for d in range(10) if d not in (0, 1, 2, 3)]
+    assert torch.equal(model.head.weight[untouched], before[untouched])  # digits never trained keep their weights
+
+
+def test_labels_trick_checks_its_exercise_against_the_package():
+    from cfcourse.strategies.labels_trick import current_task_loss
+    assert check.current_task_loss.reference is current_task_loss

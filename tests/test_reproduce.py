@@ -24,11 +24,22 @@ def test_settings_differ_per_scenario_where_the_authors_tuned_them_and_refuse_un
         rep.settings("EWC", "instance")
 
 
-def test_agreement_is_three_points_or_two_standard_deviations():
+def test_agreement_is_three_points_or_the_95_percent_interval_of_our_mean():
     assert rep.Cell("fine-tune", "class", [21.0, 22.0], 19.71).agrees  # within 3 points
     assert not rep.Cell("fine-tune", "class", [30.0, 30.2], 19.71).agrees
-    assert rep.Cell("fine-tune", "class", [20.0, 40.0], 19.71).agrees  # mean 30, std 14: within 2 std
+    assert rep.Cell("fine-tune", "class", [20.0, 40.0], 19.71).agrees  # mean 30, half-width 12.7 * 10 = 127
     assert rep.Cell("x", "class", [1.0], None).agrees is None
+
+
+def test_the_interval_is_t_times_the_standard_error():
+    assert rep.t_quantile(1) == 12.706 and rep.t_quantile(2) == 4.303 and rep.t_quantile(100) == 1.96
+    assert abs(rep.standard_error([60.0, 62.0, 64.0]) - 2 / 3 ** 0.5) < 1e-12
+    assert abs(rep.half_width([60.0, 62.0, 64.0]) - 4.303 * 2 / 3 ** 0.5) < 1e-12
+    assert rep.half_width([50.0]) == 0.0 and rep.standard_error([50.0]) == 0.0
+    many = [80.0, 84.0, 86.0, 78.0, 82.0, 85.0, 79.0, 83.0, 81.0, 87.0]  # sd 3.03: 2 sd = 6.06, half-width 2.17
+    assert not rep.agrees(many, 86.0) and rep.agrees(many, 84.0)  # 3.5 off is out, though within 2 sd of the seeds
+    with pytest.raises(ValueError, match="df must be a positive integer"):
+        rep.t_quantile(0)
 
 
 def test_a_small_run_fills_the_table_and_figure(tmp_path):
@@ -50,8 +61,35 @@ def test_seeds_must_be_positive():
 
 def test_agrees_is_the_rule_the_table_uses():
     assert rep.agrees([21.0, 22.0], 19.71) and not rep.agrees([30.0, 30.2], 19.71)
-    assert rep.agrees([20.0, 40.0], 19.71)  # mean 30, sample std 14.1: within two of them
+    assert rep.agrees([20.0, 40.0], 19.71)  # mean 30, half-width 127: inside
     assert not rep.agrees([23.0], 19.71) and rep.agrees([22.71], 19.71)  # one seed: 3 points exactly is in
+    cell = rep.Cell("EWC", "class", [60.0, 62.0, 64.0], 66.5)
+    assert cell.agrees == rep.agrees(cell.ours, 66.5) and f"{cell.half_width:.2f}" in rep.table([cell])
+
+
+def test_choose_on_validation_reads_the_test_number_of_the_validation_pick_only():
+    val, test = {0.0: 60.0, 10.0: 64.0, 100.0: 62.0}, {0.0: 61.0, 10.0: 62.0, 100.0: 65.0}
+    assert rep.choose_on_validation(val, test) == (10.0, 62.0)
+    assert rep.choose_on_validation({1.0: 7.0, 2.0: 7.0}, {1.0: 1.0, 2.0: 2.0}) == (1.0, 1.0)  # a tie: the first
+
+
+def test_hold_out_takes_validation_digits_from_training_and_leaves_the_test_digits_alone():
+    from cfcourse.data import split_mnist
+    tasks = split_mnist(2, "class", train_size=1000, test_size=200)
+    train, val = rep.hold_out(tasks, 0.1)
+    for task, tr, va in zip(tasks, train, val):
+        n = len(task.train_y)
+        assert len(tr.train_y) + len(va.test_y) == n and len(va.test_y) == int(0.1 * n)
+        assert (va.test_x == task.train_x[len(tr.train_y):]).all() and tr.test_x is task.test_x
+    with pytest.raises(ValueError, match="fraction must be between 0 and 1"):
+        rep.hold_out(tasks, 1.0)
+
+
+def test_a_small_sweep_gives_a_validation_and_a_test_number_per_value():
+    setup = rep.Setup(hidden=(16,), epochs=1, train_size=600, test_size=200, fisher_samples=20)
+    val, test = rep.sweep_on_validation("EWC", "domain", "ewc_lambda", [0.0, 100.0], 0, setup)
+    assert list(val) == list(test) == [0.0, 100.0] and all(0 <= a <= 100 for a in [*val.values(), *test.values()])
+    assert rep.tune("EWC", "domain", "ewc_lambda", [0.0, 100.0], 0, setup) == rep.choose_on_validation(val, test)
 
 
 def test_cli_json_carries_cells_settings_and_times(monkeypatch, capsys):

@@ -151,15 +151,22 @@ def verify_with_mistakes(name: str, reference: Callable, cases: Callable[[], lis
             if same(got, want):
                 continue
             text = shown(what, got, want)
-            for mistake, why in mistakes:
-                try:
-                    if same(got, wrap(mistake)(*_copy(args))):
-                        return Verdict(False, f"{text}: {why}")
-                except Exception:  # noqa: BLE001 - a mistake that cannot run on this case does not match
-                    continue
-            return Verdict(False, text)
+            found = [(mistake, why) for mistake, why in mistakes if _matches(wrap, mistake, args, got, same)]
+            if len(found) > 1:  # two mistakes give this answer here: the one that is fn on every case wins
+                everywhere = [(m, why) for m, why in found
+                              if all(_matches(wrap, m, a, wrap(fn)(*_copy(a)), same) for _, a in cases())]
+                found = everywhere or found
+            return Verdict(False, f"{text}: {found[0][1]}" if found else text)
         return Verdict(True, "all cases match")
     return verify
+
+
+def _matches(wrap: Callable, mistake: Callable, args: tuple, got: Any, same: Callable[[Any, Any], bool]) -> bool:
+    """Whether `mistake` gives `got` on `args`; a mistake that cannot run there does not match."""
+    try:
+        return bool(same(got, wrap(mistake)(*_copy(args))))
+    except Exception:  # noqa: BLE001 - a mistake that cannot run on this case does not match
+        return False
 
 
 def _same_everywhere(fn: Callable, mistake: Callable, cases: list[tuple], same: Callable[[Any, Any], bool]) -> bool:

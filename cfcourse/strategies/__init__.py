@@ -1,7 +1,8 @@
 """Continual-learning strategies: small objects with the same hooks, usable on any torch.nn.Module.
 
 A strategy can change what is trained on (`training_set`), add to each
-batch (`transform_batch`), add a loss term (`penalty`), edit gradients
+batch (`transform_batch`), change the loss of the batch's own labels
+(`task_loss`), add a loss term (`penalty`), edit gradients
 before the optimiser steps (`before_step`), follow each step (`after_step`),
 and remember things before and after each task (`before_task`, `after_task`).
 Lesson 02 uses `naive` and `joint`; the submodules hold regularisation
@@ -15,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data import Task
@@ -97,6 +99,10 @@ class Strategy:
     def transform_batch(self, x: torch.Tensor, y: torch.Tensor, task_ids):
         """Change a batch before the forward pass (replay adds remembered samples here)."""
         return x, y, task_ids
+
+    def task_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss of the batch's own labels: cross-entropy over every output (the labels trick narrows it)."""
+        return F.cross_entropy(logits, y)
 
     def penalty(self, model: nn.Module, x: torch.Tensor, task_ids) -> torch.Tensor | float:
         """Extra loss term added to the task loss on batch `x` (EWC, L2, SI and LwF live here)."""
