@@ -227,7 +227,7 @@ def cmd_fetch(args) -> int:
 def cmd_reproduce(args) -> int:
     from .reproduce import METHODS, Setup, plot, reproduce, table
     setup = Setup.fast() if args.fast else Setup()
-    progress = None if args.json else (lambda c: print(f"  {c.method:24} {c.scenario:6}-IL  {c.mean:6.2f} ± {c.std:.2f}"
+    progress = None if args.json else (lambda c: print(f"  {c.method:24} {c.scenario:6}-IL  {c.mean:6.2f} ± {c.half_width:.2f}"
                                                        f"   (paper {c.published:.2f}, {c.seconds:.0f} s)", flush=True))
     cells, wall = reproduce(args.seeds, setup, on_cell=progress)
     if args.plot:
