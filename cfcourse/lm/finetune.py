@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from . import cures
 from .measures import lm_loss
@@ -160,7 +161,7 @@ def finetune(model, train_blocks: torch.Tensor, cfg: FinetuneConfig | None = Non
     losses, start = [], time.perf_counter()
     trained.train()
     try:
-        for step in range(cfg.steps):
+        for step in tqdm(range(cfg.steps), desc="fine-tuning", unit="step", leave=False):
             batch = cures.mixed_batch(train_blocks, old_blocks, cfg.batch_size, schedule[step], gen)
             total, count = lm_loss(trained, batch.to(device), chunk_size=cfg.chunk_size)
             loss = total / count
