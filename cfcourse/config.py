@@ -66,8 +66,11 @@ def set_seed(seed: int = 0) -> torch.Generator:
 def data_dir() -> Path:
     """The asset cache folder: CFCOURSE_DATA, else the user's cache dir + /cfcourse."""
     env = os.environ.get("CFCOURSE_DATA", "").strip()
-    if env:
-        return Path(env).expanduser()
+    return Path(env).expanduser() if env else user_cache_dir()
+
+
+def user_cache_dir() -> Path:
+    """This user's own cache folder for the course (~/.cache/cfcourse on Linux)."""
     if sys.platform == "win32":
         base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
     elif sys.platform == "darwin":
@@ -75,6 +78,18 @@ def data_dir() -> Path:
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME", "") or Path.home() / ".cache")
     return base / "cfcourse"
+
+
+def runs_dir() -> Path:
+    """Where a learner's own language-model runs go: CFCOURSE_RUNS; else lm-runs in the data folder when it is
+    writable; else lm-runs in the user's own cache (a class shares one read-only data folder, each student
+    writes their own runs)."""
+    env = os.environ.get("CFCOURSE_RUNS", "").strip()
+    if env:
+        return Path(env).expanduser()
+    data = data_dir()
+    probe = data if data.exists() else data.parent
+    return data / "lm-runs" if os.access(probe, os.W_OK) else user_cache_dir() / "lm-runs"
 
 
 def cpu_budget() -> int:

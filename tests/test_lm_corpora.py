@@ -172,7 +172,7 @@ def test_option_scores_match_one_forward_pass_per_option():
 def test_the_kept_copy_of_the_abstracts_is_checked_and_replaced_when_changed(lm_data):
     corpora._medical_abstracts.cache_clear()
     first = corpora._medical_abstracts()
-    (kept,) = lm_data.glob("pubmed-usable-*.json")
+    (kept,) = (lm_data / "lm-runs").glob("pubmed-usable-*.json")
     assert assets.sha256_of(kept) == corpora.USABLE_SHA256
     kept.write_text(kept.read_text().replace("Humans", "Mice", 1))
     corpora._medical_abstracts.cache_clear()

@@ -279,3 +279,31 @@ def test_tradeoff_viewer_shows_the_selected_settings():
     assert len(ax.collections) == 3  # two families and the ring
     with pytest.raises(ValueError, match="no points"):
         views.tradeoff_viewer([])
+
+
+def test_runs_go_to_cfcourse_runs_or_the_users_cache_never_a_read_only_data_folder(tmp_path, monkeypatch):
+    from cfcourse import config
+
+    monkeypatch.delenv("CFCOURSE_RUNS", raising=False)
+    monkeypatch.setenv("CFCOURSE_DATA", str(tmp_path / "shared"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    (tmp_path / "shared").mkdir()
+    assert lab.runs_dir() == tmp_path / "shared" / "lm-runs"  # a writable data folder, as on a laptop
+    monkeypatch.setattr(config.os, "access", lambda path, mode: False)  # root can write anywhere: pretend
+    assert lab.runs_dir() == tmp_path / "home-cache" / "cfcourse" / "lm-runs"
+    monkeypatch.setenv("CFCOURSE_RUNS", str(tmp_path / "mine"))
+    assert lab.runs_dir() == tmp_path / "mine"
+
+
+def test_two_students_with_their_own_runs_folders_never_touch_each_other_or_the_data(tok, data_dir, tmp_path,
+                                                                                   monkeypatch):
+    before = {p: p.stat().st_mtime_ns for p in data_dir.iterdir() if p.name != "lm-runs"}
+    model = _tiny(len(tok))
+    blocks = lab.held_out(tok, n_blocks=2, block_len=16, names=("legal",))
+    cfg = ft.FinetuneConfig(steps=1, batch_size=2, lr=1e-2, trainable_layers=1, gradient_checkpointing=False)
+    for student in ("ada", "bo"):
+        monkeypatch.setenv("CFCOURSE_RUNS", str(tmp_path / student))
+        lab.train(model, tok, cfg, lab.measure(model, blocks), blocks, name="lesson08-legal", verbose=False)
+    assert (tmp_path / "ada" / "lesson08-legal" / MANIFEST).is_file()
+    assert (tmp_path / "bo" / "lesson08-legal" / MANIFEST).is_file()
+    assert {p: p.stat().st_mtime_ns for p in data_dir.iterdir() if p.name != "lm-runs"} == before

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .. import assets
+from .. import assets, config
 
 MEDICAL_SUBJECTS = ("anatomy", "clinical knowledge", "college medicine", "medical genetics",
                     "professional medicine", "college biology")
@@ -99,12 +99,12 @@ def usable(a: Abstract) -> bool:
 
 @lru_cache(maxsize=1)
 def _medical_abstracts() -> tuple[Abstract, ...]:
-    """The usable abstracts, parsed once and kept beside the file (parsing takes seconds, reading them back not).
+    """The usable abstracts, parsed once and kept in the runs folder (parsing takes seconds, reading them back not).
 
     The kept copy is read only when its own sha256 is the pinned one (a changed copy is parsed again and
-    replaced); if the data folder is read-only the abstracts are parsed every time instead."""
+    replaced); if that folder cannot be written the abstracts are parsed every time instead."""
     source = assets.ensure("pubmed-1970s")
-    kept = source.with_name(f"pubmed-usable-{assets.get_asset('pubmed-1970s').sha256[:12]}-v{FILTER_VERSION}.json")
+    kept = config.runs_dir() / f"pubmed-usable-{assets.get_asset('pubmed-1970s').sha256[:12]}-v{FILTER_VERSION}.json"
     try:
         if assets.sha256_of(kept) == USABLE_SHA256:
             return tuple(Abstract(**{**r, "languages": tuple(r["languages"]), "mesh": tuple(r["mesh"])})
@@ -113,6 +113,7 @@ def _medical_abstracts() -> tuple[Abstract, ...]:
         pass
     found = tuple(a for a in read_pubmed(source) if usable(a))
     try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
         assets.write_atomic(kept, json.dumps([asdict(a) for a in found]).encode("utf-8"))
     except OSError:
         pass  # a read-only data folder: parse again next time

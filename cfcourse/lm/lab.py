@@ -4,8 +4,9 @@ The experiment of lessons 08-10 is the course's central example: SmolLM2-135M-In
 medical text (PubMed abstracts; stage 1), and that medical model is then fine-tuned on legal text (licences
 and law scenarios; stage 2). Every stage is measured on held-out text of five domains and on MMLU's medical
 questions: does stage 2 undo what stage 1 taught? One function, `settings()`, decides every size from the
-run mode, as `config.by_mode` does for the MNIST lessons. Tuned models are saved under
-``<data dir>/lm-runs/<name>`` with a sha256 manifest, so lessons 09 and 10 reuse the models lesson 08 made.
+run mode, as `config.by_mode` does for the MNIST lessons. Tuned models are saved in the runs folder
+(`config.runs_dir`: CFCOURSE_RUNS, else ``lm-runs`` in the data folder when it is writable, else in the user's
+own cache) with a sha256 manifest, so lessons 09 and 10 reuse the models lesson 08 made.
 """
 from __future__ import annotations
 
@@ -100,8 +101,8 @@ def use_threads() -> int:
 
 
 def runs_dir() -> Path:
-    """Where the lessons keep their tuned models, records and cached reference answers."""
-    return config.data_dir() / "lm-runs"
+    """Where the lessons keep their tuned models, records and cached reference answers (config.runs_dir)."""
+    return config.runs_dir()
 
 
 # --- the text the model is measured on -----------------------------------------------------------------------
