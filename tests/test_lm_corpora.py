@@ -146,6 +146,10 @@ def test_paired_change_of_hand_made_scores():
     c = qs.paired_change(before, after)
     assert c["mean"] == pytest.approx(1.0) and c["low"] == pytest.approx(1.0) and c["high"] == pytest.approx(1.0)
     assert c["better"] == 4
+    mixed = qs.paired_change(before, [{"logprob": b["logprob"] + d} for b, d in zip(before, (-1.0, 1.0, -1.0, 1.0))])
+    assert mixed["mean"] == pytest.approx(0.0) and mixed["low"] < 0 < mixed["high"], "noise: the interval holds 0"
+    shares = qs.paired_change([{"share": -1.4}] * 4, [{"share": -1.0}] * 4, key="share")
+    assert shares["mean"] == pytest.approx(0.4)
     with pytest.raises(ValueError, match="same questions"):
         qs.paired_change(before, after[:2])
 
@@ -167,6 +171,9 @@ def test_option_scores_match_one_forward_pass_per_option():
         assert sums[k] == pytest.approx(want, abs=1e-3) and lengths[k] == len(ids)
     scores = qs.score_questions(model, tokenizer, [q])
     assert scores[0]["logprob"] == pytest.approx(sums[q.answer])
+    share = torch.log_softmax(torch.tensor(sums, dtype=torch.float64), 0)[q.answer].item()
+    assert scores[0]["share"] == pytest.approx(share) and scores[0]["share"] < 0
+    assert qs.summarise(scores)["mean_share"] == pytest.approx(share)
 
 
 def test_the_kept_copy_of_the_abstracts_is_checked_and_replaced_when_changed(lm_data):

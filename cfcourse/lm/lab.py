@@ -64,12 +64,12 @@ class LabSettings:
 def settings() -> LabSettings:
     """The lessons' sizes: full mode shows the effect clearly in minutes; fast mode keeps it visible for CI."""
     return config.by_mode(
-        full=LabSettings(block_len=128, headline_blocks=32, other_blocks=12, validation_blocks=16,
-                         medical=FinetuneConfig(steps=40, batch_size=2, lr=3.25e-4, gradient_checkpointing=False),
-                         legal=FinetuneConfig(steps=40, batch_size=2, lr=3.25e-4, gradient_checkpointing=False,
+        full=LabSettings(block_len=128, headline_blocks=32, other_blocks=8, validation_blocks=16,
+                         medical=FinetuneConfig(steps=50, batch_size=2, lr=3.25e-4, gradient_checkpointing=False),
+                         legal=FinetuneConfig(steps=50, batch_size=2, lr=3.25e-4, gradient_checkpointing=False,
                                               seed=100),
-                         lr_grid=(1.3e-3, 6.5e-4, 3.25e-4, 1.6e-4), questions=32, seeds=(0, 1, 2),
-                         record_every=10, record_blocks=2, replay_blocks=256, self_blocks=12, own_tokens=64),
+                         lr_grid=(1.3e-3, 6.5e-4, 3.25e-4, 1.6e-4), questions=24, seeds=(0, 1, 2),
+                         record_every=10, record_blocks=1, replay_blocks=256, self_blocks=12, own_tokens=64),
         fast=LabSettings(block_len=64, headline_blocks=8, other_blocks=4, validation_blocks=4,
                          medical=FinetuneConfig(steps=16, batch_size=2, lr=5e-4, gradient_checkpointing=False),
                          legal=FinetuneConfig(steps=16, batch_size=2, lr=8e-4, gradient_checkpointing=False,
@@ -333,6 +333,7 @@ def reuse(name: str, cfg: FinetuneConfig, blocks: dict[str, torch.Tensor] | None
 
 STAGE1, STAGE2 = "lesson08-medical", "lesson08-legal"  # the saved models of lesson 08 (seed 0)
 RECORD_FILE = "record-{mode}.json"
+BASELINE_VERSION = 2  # raise when what baseline() measures changes, so an older cached baseline is not read
 
 
 def stage1_config(s: LabSettings, seed: int = 0) -> FinetuneConfig:
@@ -347,7 +348,8 @@ def stage2_config(s: LabSettings, lr: float, seed: int = 0) -> FinetuneConfig:
 
 def baseline(model, tokenizer, blocks: dict[str, torch.Tensor], questions: list, verbose: bool = True) -> dict:
     """The pretrained model's perplexities and question scores, cached per model and text (they never change)."""
-    key = hashlib.sha256(json.dumps([model_key(resolve(DEFAULT_MODEL)), {d: b.tolist() for d, b in blocks.items()},
+    key = hashlib.sha256(json.dumps([BASELINE_VERSION, model_key(resolve(DEFAULT_MODEL)),
+                                     {d: b.tolist() for d, b in blocks.items()},
                                      [q.question for q in questions]]).encode()).hexdigest()[:16]
     cache = runs_dir() / f"baseline-{key}.json"
     try:
@@ -442,13 +444,15 @@ def record(s: LabSettings | None = None, out: Path | None = None, verbose: bool 
                              "numbers": story_numbers(base["ppl"], run1.after, run2.after),
                              "questions": {"stage1": qs.summarise(q1), "stage2": qs.summarise(q2),
                                            "change1": qs.paired_change(base["questions"], q1),
-                                           "change2": qs.paired_change(q1, q2)},
+                                           "change2": qs.paired_change(q1, q2),
+                                           "share1": qs.paired_change(base["questions"], q1, "share"),
+                                           "share2": qs.paired_change(q1, q2, "share")},
                              "seconds": run1.seconds + run2.seconds})
         if seed != 0:
             remove_run(name)
         rec["summary"] = {k: _spread([x["numbers"][k] for x in rec["seeds"]]) for k in rec["seeds"][0]["numbers"]}
         rec["summary"].update({f"questions_{k}": _spread([x["questions"][k]["mean"] for x in rec["seeds"]])
-                               for k in ("change1", "change2")})
+                               for k in ("change1", "change2", "share1", "share2")})
         rec["seconds"] = time.perf_counter() - t0
         _save_json(out, rec)  # after every seed, so a long record can be stopped and still shows what is done
     del model

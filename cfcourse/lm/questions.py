@@ -5,6 +5,9 @@ continuation `` <option>``: the sum of the log-probabilities of the option's tok
 
 - the log-likelihood of the right option (nats; higher is better). It moves with what the model knows about
   the subject and with how familiar the subject's words are, so it moves even when the choice does not;
+- the right option's share: its log-probability among the four options only (log softmax of their
+  log-likelihoods). Whatever makes every option likelier (the question-and-answer format, the subject's
+  words) cancels out, so this share moves only when the model prefers the right answer more or less;
 - multiple-choice accuracy: the option with the highest log-likelihood per token is the model's choice
   (per token, so that long options are not penalised for their length). A 135M-parameter model is close to
   chance (25%) on MMLU's medical subjects, so accuracy barely moves; the log-likelihood is the measure.
@@ -62,7 +65,9 @@ def score_questions(model, tokenizer, questions: list[Question], desc: str = "qu
         for q in tqdm(questions, desc=desc, leave=False):
             sums, lengths = option_logprobs(model, tokenizer, q)
             choice = max(range(len(sums)), key=lambda k: sums[k] / lengths[k])
-            scores.append({"subject": q.subject, "logprob": sums[q.answer], "correct": choice == q.answer})
+            share = sums[q.answer] - math.log(sum(math.exp(x - max(sums)) for x in sums)) - max(sums)
+            scores.append({"subject": q.subject, "logprob": sums[q.answer], "share": share,
+                           "correct": choice == q.answer})
     finally:
         model.train(was_training)
     return scores
@@ -73,16 +78,18 @@ def summarise(scores: list[dict]) -> dict:
     if not scores:
         raise ValueError("no questions were scored")
     return {"n": len(scores), "mean_logprob": statistics.fmean(s["logprob"] for s in scores),
+            "mean_share": statistics.fmean(s["share"] for s in scores),
             "accuracy": sum(s["correct"] for s in scores) / len(scores)}
 
 
-def paired_change(before: list[dict], after: list[dict], resamples: int = 2000, seed: int = 0) -> dict:
-    """Mean change of the right answers' log-likelihood, per question, with a 95% bootstrap interval."""
+def paired_change(before: list[dict], after: list[dict], key: str = "logprob", resamples: int = 2000,
+                  seed: int = 0) -> dict:
+    """Mean change of a per-question score (`key`: "logprob" or "share"), with a 95% bootstrap interval."""
     import numpy as np
 
     if len(before) != len(after) or not before:
         raise ValueError(f"need the same questions before and after, got {len(before)} and {len(after)}")
-    d = np.array([a["logprob"] - b["logprob"] for b, a in zip(before, after)])
+    d = np.array([a[key] - b[key] for b, a in zip(before, after)])
     idx = np.random.default_rng(seed).integers(0, len(d), (resamples, len(d)))
     means = d[idx].mean(axis=1)
     lo, hi = np.quantile(means, [0.025, 0.975])
