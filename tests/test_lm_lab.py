@@ -307,3 +307,29 @@ def test_two_students_with_their_own_runs_folders_never_touch_each_other_or_the_
     assert (tmp_path / "ada" / "lesson08-legal" / MANIFEST).is_file()
     assert (tmp_path / "bo" / "lesson08-legal" / MANIFEST).is_file()
     assert {p: p.stat().st_mtime_ns for p in data_dir.iterdir() if p.name != "lm-runs"} == before
+
+
+def test_record_tells_the_story_over_seeds_and_chooses_stage_2s_rate_on_validation(tok, data_dir, tmp_path,
+                                                                                     monkeypatch):
+    folder = tmp_path / "tiny"
+    _tiny(len(tok)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    real = lab.load_model
+    monkeypatch.setattr(lab, "load_model", lambda name=None: real(folder if name is None else name))
+    monkeypatch.setenv("CFCOURSE_RUNS", str(tmp_path / "runs"))
+    step = dict(steps=2, batch_size=2, trainable_layers=1, gradient_checkpointing=False)
+    s = replace(lab.settings(), block_len=16, headline_blocks=2, other_blocks=1, validation_blocks=2, questions=2,
+                seeds=(0, 1), lr_grid=(5e-2, 1e-3), medical=ft.FinetuneConfig(lr=1e-2, **step),
+                legal=ft.FinetuneConfig(lr=1e-2, seed=100, **step))
+    rec = lab.record(s, verbose=False)
+    assert [x["seed"] for x in rec["seeds"]] == [0, 1] and len(rec["lr_sweep"]) == 2
+    assert rec["best_lr"] == min(rec["lr_sweep"], key=lambda p: p["validation_ppl"])["lr"]
+    seed0 = rec["seeds"][0]
+    assert seed0["numbers"] == lab.story_numbers(rec["pretrained"]["ppl"], seed0["stage1"], seed0["stage2"])
+    assert rec["summary"]["medical_rise"]["values"] == [x["numbers"]["medical_rise"] for x in rec["seeds"]]
+    assert {"change1", "change2", "share1", "share2"} <= set(seed0["questions"])
+    runs = tmp_path / "runs"
+    assert (runs / lab.STAGE1 / MANIFEST).is_file() and (runs / lab.STAGE2 / MANIFEST).is_file()
+    assert not (runs / "record-medical-s1").exists(), "the other seeds' models are not kept"
+    assert lab.saved_run(lab.STAGE2).start == lab.STAGE1
+    assert lab.load_record()["source"] == "your own record"

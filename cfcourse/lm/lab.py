@@ -407,57 +407,72 @@ def choose_lr(tokenizer, start: str, s: LabSettings, blocks: dict[str, torch.Ten
 
 def record(s: LabSettings | None = None, out: Path | None = None, verbose: bool = True) -> dict:
     """The whole story over s.seeds, with stage 2's learning rate chosen on legal validation text: what lesson 08
-    shows beside its live run (`python -m cfcourse lm-record`). Writes and returns the record."""
-    import platform
-
-    import transformers
-
+    shows beside its live run (`python -m cfcourse lm-record`). Writes (after every seed) and returns the record."""
     s = s or settings()
     out = Path(out) if out is not None else runs_dir() / RECORD_FILE.format(mode=config.mode_name())
     t0 = time.perf_counter()
     model, tokenizer = fresh_model()
     blocks, questions = held_out(tokenizer, s), medical_questions(s)
     base = baseline(model, tokenizer, blocks, questions, verbose)
-    rec = {"mode": config.mode_name(), "created": time.strftime("%Y-%m-%d"), "command": "python -m cfcourse lm-record",
-           "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-           "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-           "settings": {"medical": asdict(s.medical), "legal": asdict(s.legal), "lr_grid": list(s.lr_grid),
-                        "blocks": {d: list(b.shape) for d, b in blocks.items()}, "questions": len(questions)},
-           "pretrained": {"ppl": base["ppl"], "questions": qs.summarise(base["questions"])}, "seeds": []}
-    for seed in s.seeds:
-        del model
-        model, tokenizer = fresh_model()
-        name = STAGE1 if seed == 0 else f"record-medical-s{seed}"
-        run1 = train(model, tokenizer, stage1_config(s, seed), base["ppl"], blocks, name=name, domain=FIRST_DOMAIN,
-                     verbose=verbose)
-        q1 = ask(model, tokenizer, questions)
-        if seed == s.seeds[0]:
-            del model
-            rec["lr_sweep"] = choose_lr(tokenizer, name, s, blocks, run1.after, verbose)
-            rec["best_lr"] = min(rec["lr_sweep"], key=lambda p: p["validation_ppl"])["lr"]
-            model, tokenizer = fresh_model(name)
-        run2 = train(model, tokenizer, stage2_config(s, rec["best_lr"], seed), run1.after, blocks,
-                     name=STAGE2 if seed == 0 else f"record-legal-s{seed}", save=seed == 0, verbose=verbose,
-                     start=name)
-        q2 = ask(model, tokenizer, questions)
-        rec["seeds"].append({"seed": seed, "stage1": run1.after, "stage2": run2.after,
-                             "numbers": story_numbers(base["ppl"], run1.after, run2.after),
-                             "questions": {"stage1": qs.summarise(q1), "stage2": qs.summarise(q2),
-                                           "change1": qs.paired_change(base["questions"], q1),
-                                           "change2": qs.paired_change(q1, q2),
-                                           "share1": qs.paired_change(base["questions"], q1, "share"),
-                                           "share2": qs.paired_change(q1, q2, "share")},
-                             "seconds": run1.seconds + run2.seconds})
-        if seed != 0:
-            remove_run(name)
-        rec["summary"] = {k: _spread([x["numbers"][k] for x in rec["seeds"]]) for k in rec["seeds"][0]["numbers"]}
-        rec["summary"].update({f"questions_{k}": _spread([x["questions"][k]["mean"] for x in rec["seeds"]])
-                               for k in ("change1", "change2", "share1", "share2")})
-        rec["seconds"] = time.perf_counter() - t0
-        _save_json(out, rec)  # after every seed, so a long record can be stopped and still shows what is done
     del model
+    rec = _record_header(s, blocks, questions, base)
+    for seed in s.seeds:
+        rec["seeds"].append(_record_seed(rec, s, seed, blocks, questions, base, verbose))
+        rec["summary"] = _record_summary(rec["seeds"])
+        rec["seconds"] = time.perf_counter() - t0
+        _save_json(out, rec)  # a long record can be stopped and still shows what is done
     release_memory()
     return rec
+
+
+def _record_header(s: LabSettings, blocks: dict, questions: list, base: dict) -> dict:
+    import platform
+
+    import transformers
+
+    return {"mode": config.mode_name(), "created": time.strftime("%Y-%m-%d"), "command": "python -m cfcourse lm-record",
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+            "settings": {"medical": asdict(s.medical), "legal": asdict(s.legal), "lr_grid": list(s.lr_grid),
+                         "blocks": {d: list(b.shape) for d, b in blocks.items()}, "questions": len(questions)},
+            "pretrained": {"ppl": base["ppl"], "questions": qs.summarise(base["questions"])}, "seeds": []}
+
+
+def _record_seed(rec: dict, s: LabSettings, seed: int, blocks: dict, questions: list, base: dict,
+                 verbose: bool) -> dict:
+    """Both stages of one seed; the first seed also chooses stage 2's learning rate (into `rec`)."""
+    model, tokenizer = fresh_model()
+    name = STAGE1 if seed == 0 else f"record-medical-s{seed}"
+    run1 = train(model, tokenizer, stage1_config(s, seed), base["ppl"], blocks, name=name, domain=FIRST_DOMAIN,
+                 verbose=verbose)
+    q1 = ask(model, tokenizer, questions)
+    if "best_lr" not in rec:
+        del model
+        rec["lr_sweep"] = choose_lr(tokenizer, name, s, blocks, run1.after, verbose)
+        rec["best_lr"] = min(rec["lr_sweep"], key=lambda p: p["validation_ppl"])["lr"]
+        model, tokenizer = fresh_model(name)
+    run2 = train(model, tokenizer, stage2_config(s, rec["best_lr"], seed), run1.after, blocks,
+                 name=STAGE2, save=seed == 0, verbose=verbose, start=name)
+    q2 = ask(model, tokenizer, questions)
+    del model
+    if seed != 0:
+        remove_run(name)
+    return {"seed": seed, "stage1": run1.after, "stage2": run2.after,
+            "numbers": story_numbers(base["ppl"], run1.after, run2.after),
+            "questions": {"stage1": qs.summarise(q1), "stage2": qs.summarise(q2),
+                          "change1": qs.paired_change(base["questions"], q1),
+                          "change2": qs.paired_change(q1, q2),
+                          "share1": qs.paired_change(base["questions"], q1, "share"),
+                          "share2": qs.paired_change(q1, q2, "share")},
+            "seconds": run1.seconds + run2.seconds}
+
+
+def _record_summary(seeds: list[dict]) -> dict:
+    """Median and range over seeds of the story's numbers and of the questions' changes."""
+    summary = {k: _spread([x["numbers"][k] for x in seeds]) for k in seeds[0]["numbers"]}
+    summary.update({f"questions_{k}": _spread([x["questions"][k]["mean"] for x in seeds])
+                    for k in ("change1", "change2", "share1", "share2")})
+    return summary
 
 
 def remove_run(name: str) -> None:
