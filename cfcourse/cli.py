@@ -318,7 +318,7 @@ def cmd_lm_sweep(args) -> int:
             raise ValueError(f"unknown families {unknown}; choose from {', '.join(families)}")
         keep = {families[f.lower()] for f in args.only}
         grid = [(k, c) for k, c in grid if k in keep]
-    print(f"{len(grid)} settings, each fine-tuned from the pretrained model (about 1.5 minutes each on 2 cores)")
+    print(f"{len(grid)} settings, each fine-tuned from lesson 08's medical model (about 2 minutes each on 2 cores)")
     lab.use_threads()
     points = lab.sweep(grid, out=args.out)
     for p in points:
