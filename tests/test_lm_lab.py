@@ -173,6 +173,9 @@ def test_points_and_matched_gain():
     at = cures.rise_at_gain(points, 0.2)
     assert at["learning rate"] == pytest.approx(0.12) and at["replay"] == pytest.approx(0.01)
     assert cures.rise_at_gain(points, 0.35) == {"learning rate": None, "replay": None}
+    wise = [{"kind": "WiSE-FT", "gain": g, "rise": r} for g, r in ((0.0, 0.0), (0.13, -0.04), (0.18, -0.04),
+                                                                    (0.11, 0.10))]  # a = 0, 0.5, 0.75, 1: a path
+    assert cures.rise_at_gain(wise, 0.11)["WiSE-FT"] == pytest.approx(-0.04 * 0.11 / 0.13)
     rec = {"lr_sweep": [{"lr": 1e-3, "after": {"medical": 36.0, "legal": 21.0}}],
            "seeds": [{"stage1": {"medical": 30.0, "legal": 30.0}}]}
     (q,) = lab.recorded_points(rec)
@@ -333,3 +336,18 @@ def test_record_tells_the_story_over_seeds_and_chooses_stage_2s_rate_on_validati
     assert not (runs / "record-medical-s1").exists(), "the other seeds' models are not kept"
     assert lab.saved_run(lab.STAGE2).start == lab.STAGE1
     assert lab.load_record()["source"] == "your own record"
+
+
+def test_sweep_trains_each_cure_from_the_medical_model_and_writes_its_points(tok, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("CFCOURSE_RUNS", str(tmp_path / "runs"))
+    model = _tiny(len(tok))
+    blocks = lab.held_out(tok, n_blocks=2, block_len=16)
+    cfg = ft.FinetuneConfig(steps=1, batch_size=2, lr=1e-2, trainable_layers=1, gradient_checkpointing=False)
+    lab.train(model, tok, cfg, lab.measure(model, blocks), blocks, name=lab.STAGE1, domain="medical", verbose=False)
+    s = replace(lab.settings(), block_len=16, headline_blocks=2, other_blocks=2, replay_blocks=3, self_blocks=2)
+    monkeypatch.setattr(lab, "settings", lambda: s)
+    grid = [("replay", replace(cfg, replay_ratio=0.5)), ("generative replay", replace(cfg, replay_ratio=0.5))]
+    points = lab.sweep(grid, verbose=False)
+    assert [p["kind"] for p in points] == ["replay", "generative replay"]
+    assert all({"gain", "rise", "ppl_before", "ppl_after", "label"} <= set(p) for p in points)
+    assert lab.load_sweep() == json.loads(json.dumps(points))  # yours, in this mode, from the runs folder

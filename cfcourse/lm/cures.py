@@ -252,14 +252,15 @@ def tradeoff_point(before: dict[str, float], after: dict[str, float], new_domain
 
 
 def rise_at_gain(points: list[dict], gain: float) -> dict[str, float | None]:
-    """Each family's lowest old-domain rise at a matched new-domain `gain`, read off the lines between its points
-    (sorted by gain); None where the family's points do not reach that gain. Compare cures here, not at one
-    arbitrary setting each: a cure that learns less also forgets less."""
+    """Each family's lowest old-domain rise at a matched new-domain `gain`, read off the lines between its
+    consecutive points (in the order given: a family is a path, e.g. rising learning rates or interpolation
+    weights); None where the family's path does not reach that gain. Compare cures here, not at one arbitrary
+    setting each: a cure that learns less also forgets less."""
     out: dict[str, float | None] = {}
     for kind in dict.fromkeys(p.get("kind", "setting") for p in points):
-        mine = sorted((p["gain"], p["rise"]) for p in points if p.get("kind", "setting") == kind)
-        found = [r for g, r in mine if abs(g - gain) < 1e-9]
+        path = [(p["gain"], p["rise"]) for p in points if p.get("kind", "setting") == kind]
+        found = [r for g, r in path if abs(g - gain) < 1e-9]
         found += [r0 + (r1 - r0) * (gain - g0) / (g1 - g0)
-                  for (g0, r0), (g1, r1) in zip(mine, mine[1:]) if g0 < gain < g1]
+                  for (g0, r0), (g1, r1) in zip(path, path[1:]) if min(g0, g1) < gain < max(g0, g1)]
         out[kind] = min(found) if found else None
     return out

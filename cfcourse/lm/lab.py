@@ -575,7 +575,7 @@ def sweep(grid: list[tuple[str, FinetuneConfig]] | None = None, out: Path | None
         run = train(model, tokenizer, cfg, before, blocks, name="sweep", save=False, verbose=verbose,
                     old_blocks=replayed, start=start)
         points.append(point(before, run.after, cfg.label(), kind, seconds=run.seconds, config=run.config,
-                            before=before, after=run.after, recorded=True))
+                            ppl_before=before, ppl_after=run.after, recorded=True))
         _save_json(out, {"points": points, "start": start, "mode": config.mode_name(),
                          "blocks": {d: list(b.shape) for d, b in blocks.items()}})
     return points
