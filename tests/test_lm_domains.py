@@ -108,7 +108,7 @@ def test_domain_blocks_with_the_real_tokenizer(tokenizer):
 
 def test_course_probes_cover_every_domain():
     got = probes.load_probes()
-    assert {p.domain for p in got} >= set(domains.DOMAINS) | {"general"}
+    assert {p.domain for p in got} >= (set(domains.DOMAINS) - set(domains.GENERATED)) | {"general"}
     assert all(p.answer.strip() and p.prompt.strip() for p in got)
     assert any(p.prompt == "The capital of France is" and p.answer == " Paris" for p in got)
 
