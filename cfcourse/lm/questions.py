@@ -51,7 +51,8 @@ def option_logprobs(model, tokenizer, q: Question) -> tuple[list[float], list[in
     logp = model(input_ids=ids, attention_mask=mask, **{name: cache}).logits.float().log_softmax(-1)
     sums = []
     for k, o in enumerate(options):  # logp[k, t] predicts token t + 1 of option k
-        rest = logp[k, torch.arange(len(o) - 1, device=device), torch.tensor(o[1:], dtype=torch.long, device=device)].sum()
+        nxt = torch.tensor(o[1:], dtype=torch.long, device=device)
+        rest = logp[k, torch.arange(len(o) - 1, device=device), nxt].sum()
         sums.append(float(first[o[0]] + rest))
     return sums, [len(o) for o in options]
 
