@@ -1,5 +1,6 @@
-"""How the tests run: in parallel where they are independent, each notebook whole on one worker, lessons 08-10 in
-order on one worker, the slowest tests listed; the learner's command installs no test tools."""
+"""How the tests run: in parallel where they are independent, each notebook and test module whole on one worker,
+lessons 08-10 in order on one worker and handed out first, the slowest tests listed; the learner's command installs
+no test tools."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,18 +27,34 @@ def _group(item: FakeItem) -> str | None:
     return names[0] if names else None
 
 
-def test_each_notebook_is_one_group_and_lessons_08_to_10_share_one():
+def test_each_notebook_and_module_is_one_group_and_lessons_08_to_10_share_one():
     lessons = sorted((ROOT / "lessons").glob("*.ipynb"))
-    items = [FakeItem(p) for p in lessons for _ in range(3)] + [FakeItem(ROOT / "tests" / "test_metrics.py")]
+    modules = [ROOT / "tests" / "test_metrics.py", ROOT / "tests" / "test_cli.py"]
+    items = [FakeItem(p) for p in [*modules, *lessons] for _ in range(3)]
     conftest.pytest_collection_modifyitems(None, items)
     groups = {item.path.name: _group(item) for item in items}
-    assert groups["test_metrics.py"] is None  # plain tests spread over the workers one by one
+    assert groups["test_metrics.py"] == "test_metrics" and groups["test_cli.py"] == "test_cli"
     lm = {name for name, g in groups.items() if g == "lm-lessons"}
     assert lm == {p.name for p in lessons if p.name[:2] in ("08", "09", "10")} and len(lm) == 3
     others = [g for name, g in groups.items() if name.endswith(".ipynb") and name not in lm]
     assert len(set(others)) == len(lessons) - 3  # one group per notebook
-    for path in lessons:  # every cell of a notebook in the same group
+    for path in [*modules, *lessons]:  # every cell of a notebook, every test of a module, in the same group
         assert len({_group(i) for i in items if i.path == path}) == 1
+    assert [i.path for i in items] == [p for p in [*modules, *lessons] for _ in range(3)]  # no worker: same order
+
+
+def test_workers_hand_out_lessons_08_to_10_first_then_the_other_lessons():
+    lessons = sorted((ROOT / "lessons").glob("*.ipynb"))
+    module = ROOT / "tests" / "test_metrics.py"
+    items = [FakeItem(p) for p in [module, *lessons] for _ in range(2)]
+
+    class Worker:
+        workerinput = {"workerid": "gw0"}
+    conftest.pytest_collection_modifyitems(Worker(), items)
+    order = [i.path for i in items]
+    lm = [p for p in lessons if p.name.startswith(conftest.LM_LESSONS)]
+    rest = [p for p in lessons if p not in lm]
+    assert order == [p for p in [*lm, *rest, module] for _ in range(2)]  # stable: cells keep their order
 
 
 def test_lessons_08_to_10_are_collected_in_order():
@@ -45,7 +62,8 @@ def test_lessons_08_to_10_are_collected_in_order():
     assert [n[:2] for n in names] == ["08", "09", "10"]
 
 
-@pytest.mark.parametrize("option", ["-n ", "--dist loadgroup", "--durations=15", "--nbval-lax"])
+@pytest.mark.parametrize("option", ["-n ", "--dist loadgroup", "--no-loadscope-reorder", "--durations=15",
+                                    "--nbval-lax"])
 def test_the_test_command_runs_in_parallel_and_lists_the_slowest(option):
     assert option in (ROOT / "scripts" / "test.sh").read_text()
 
