@@ -147,6 +147,8 @@ def idle_cpus(sample_s: float = 0.25) -> float | None:
 def auto_threads(most: int | None = None) -> int:
     """Threads for a headless run: CFCOURSE_THREADS if set; else all the CPUs granted (at most `most`) when no
     other job holds one right now, else 1 (a thread beyond the free CPUs spins; see thread_count)."""
+    if os.environ.get("CFCOURSE_THREADS", "").strip():
+        return thread_count()  # chosen: no need to look at the machine
     wanted = cpu_budget() if most is None else max(1, min(most, cpu_budget()))
     idle = idle_cpus(0.5)
     quiet = idle is not None and idle >= wanted - 0.75  # less than three quarters of a CPU in use

@@ -15,6 +15,12 @@ from cfcourse.cli import main
 SMALL = ["--train-size", "2000", "--test-size", "500", "--hidden", "100"]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    """Headless runs look at the machine's load for half a second unless told their threads (tested below)."""
+    monkeypatch.setenv("CFCOURSE_THREADS", "1")
+
+
 def _run_json(capsys, *argv) -> dict:
     code = main(["run", *argv, "--json"])
     out = capsys.readouterr().out
@@ -253,11 +259,12 @@ def test_headless_runs_choose_their_threads_and_put_torch_back(capsys, monkeypat
 
     from cfcourse import config
     before = torch.get_num_threads()
-    monkeypatch.setattr(config, "auto_threads", lambda most=None: 2)
+    assert _run_json(capsys, "permuted-mnist", "--tasks", "1", *SMALL)["threads"] == 1  # CFCOURSE_THREADS=1
+    monkeypatch.delenv("CFCOURSE_THREADS")
+    monkeypatch.setattr(config, "idle_cpus", lambda *a: 64.0)  # a quiet machine: all the CPUs granted
     out = _run_json(capsys, "permuted-mnist", "--tasks", "1", *SMALL)
-    assert out["threads"] == 2 and torch.get_num_threads() == before
-    monkeypatch.undo()
-    monkeypatch.setenv("CFCOURSE_THREADS", "1")
+    assert out["threads"] == config.cpu_budget() and torch.get_num_threads() == before
+    monkeypatch.setattr(config, "idle_cpus", lambda *a: 0.0)  # a busy one: one thread
     assert _run_json(capsys, "permuted-mnist", "--tasks", "1", *SMALL)["threads"] == 1
 
 
@@ -266,7 +273,6 @@ def test_reproduce_json_is_alone_on_stdout_and_progress_goes_to_stderr(capsys, m
     monkeypatch.setattr(rep.Setup, "fast", classmethod(lambda cls: cls(hidden=(16,), epochs=1, train_size=300,
                                                                          test_size=100)))
     monkeypatch.setattr(rep, "METHODS", {"fine-tune": rep.METHODS["fine-tune"]})
-    monkeypatch.setenv("CFCOURSE_THREADS", "1")
     assert main(["reproduce", "hsu2018", "--fast", "--seeds", "1", "--json"]) == 0
     out, err = capsys.readouterr()
     assert len(out.strip().splitlines()) == 1 and json.loads(out)["threads"] == 1
@@ -291,6 +297,12 @@ def test_report_progress_goes_to_stderr(capsys, monkeypatch, tmp_path):
     assert main([*argv, "--json"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out) == {"seconds": {"total": 1.0}} and "| domain | table |" in err
+
+
+def test_the_sweep_families_are_the_grids():
+    from cfcourse.cli import SWEEP_FAMILIES
+    from cfcourse.lm import lab
+    assert set(SWEEP_FAMILIES) == {kind.replace(" ", "-") for kind, _ in lab.sweep_grid()}
 
 
 def _fake_sweep(monkeypatch, result):

@@ -157,6 +157,7 @@ def test_headless_runs_take_the_free_cpus(monkeypatch):
     monkeypatch.setattr(config, "idle_cpus", lambda *a: None)  # unknown: the safe choice
     assert config.auto_threads() == 1
     monkeypatch.setenv("CFCOURSE_THREADS", "3")
+    monkeypatch.setattr(config, "idle_cpus", lambda *a: pytest.fail("CFCOURSE_THREADS chose already"))
     assert config.auto_threads() == 3
 
 
