@@ -21,7 +21,7 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip=(.venv/bin/python -m pip --disable-pip-version-check)
-hash="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
+hash="$("$PYTHON" -c 'import hashlib; print(hashlib.sha256(b"".join(open(f, "rb").read() for f in ("pyproject.toml", "constraints.txt"))).hexdigest())')"
 
 installed() {  # is .venv installed for these extras (or for the test extras, which include them)?
     [ "$(cat ".venv/.cfcourse-$1" 2>/dev/null)" = "$hash" ]
