@@ -306,32 +306,5 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"{name}: {n} mutants, {caught} caught (check: {seconds:.2f} s)")
 
 
-# ---------------------------------------------------------------------------
-# pytest-xdist (scripts/test.sh runs with --dist loadgroup): each notebook and each test module stays whole on one
-# worker (a module's fixtures are built once, and its tests keep their order), and lessons 08-10 run in order on
-# one worker, because 09 and 10 reuse the models that 08 saves.
-# ---------------------------------------------------------------------------
-
-LM_LESSONS = ("08_", "09_", "10_")
-
-
-def xdist_group(item) -> str:
-    """The group an item runs in: lm-lessons for lessons 08-10, else its notebook's or test module's name."""
-    if item.path.suffix == ".ipynb" and item.path.name.startswith(LM_LESSONS):
-        return "lm-lessons"
-    return item.path.stem
-
-
-def _longest_first(item) -> int:
-    """Lessons 08-10 first, then the other lessons, then the test modules: no worker starts a long unit late."""
-    if item.path.suffix != ".ipynb":
-        return 2
-    return 0 if xdist_group(item) == "lm-lessons" else 1
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups into the node ids
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
-    if config is not None and hasattr(config, "workerinput"):  # a pytest-xdist worker: every worker sorts alike
-        items.sort(key=_longest_first)  # stable: each notebook's cells and each module's tests keep their order
+# How the tests spread over pytest-xdist workers: see xdist_groups.py.
+from xdist_groups import pytest_collection_modifyitems, pytest_xdist_make_scheduler  # noqa: E402,F401
