@@ -53,14 +53,17 @@ def main() -> int:
     p.add_argument("--tasks", type=int, default=5)
     p.add_argument("--train-size", type=int, default=None, help="smaller runs for a quick check")
     p.add_argument("--test-size", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for both (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for both (default: torch's own choice on this machine)")
     p.add_argument("--device", default="cpu", help="the same device for both (default cpu)")
     p.add_argument("--max-ratio", type=float, default=1.5)
     args = p.parse_args()
 
-    env = dict(os.environ, TQDM_DISABLE="1", CFCOURSE_DEVICE=args.device, CFCOURSE_OFFLINE="1")
-    if args.threads:
-        env["OMP_NUM_THREADS"] = str(args.threads)
+    import torch
+
+    threads = str(args.threads or torch.get_num_threads())  # the same for both: the runner would choose its own
+    env = dict(os.environ, TQDM_DISABLE="1", CFCOURSE_DEVICE=args.device, CFCOURSE_OFFLINE="1",
+               OMP_NUM_THREADS=threads, CFCOURSE_THREADS=threads)
     common = settings(args)
     runner = [sys.executable, "-m", "cfcourse", "run", "permuted-mnist", "--strategy", "naive", *common, "--json"]
     bare = [sys.executable, str(ROOT / "benchmarks" / "bare_loop.py"), *common, "--device", args.device]

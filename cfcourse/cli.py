@@ -1,11 +1,31 @@
-"""`python -m cfcourse`: cache the assets, run an experiment headless and print its numbers, or make student copies."""
+"""`python -m cfcourse`: cache the assets, run an experiment headless and print its numbers, or make student copies.
+
+Exit status: 0 when the command did its work; 2 for a usage error (an option, value or input it cannot accept);
+1 when it could not do its work (data or a model it needs is missing or fails its check). Progress goes to stderr;
+with --json, stdout holds the JSON alone.
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from pathlib import Path
 
-from . import config
+from . import __version__, config
+
+
+class UsageError(ValueError):
+    """A combination of options the command cannot accept; reported with the usage line, exit status 2."""
+
+
+def called_as() -> str:
+    """The command as the user typed it, for the usage line: `cfcourse` (the installed script) or
+    `python -m cfcourse` (with the name of the Python that ran it)."""
+    script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    if script in ("cfcourse", "cfcourse.exe"):
+        return "cfcourse"
+    return f"{Path(sys.executable).name or 'python'} -m cfcourse"
 
 
 def _positive_int(text: str) -> int:
@@ -48,17 +68,25 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+THREADS_NOTE = ("threads: CFCOURSE_THREADS if set; else all the CPUs granted when no other job holds one as the run "
+                "starts, else 1")
+SWEEP_FAMILIES = ("replay", "EWC", "LoRA", "generative-replay")  # the kinds of cfcourse.lm.lab.sweep_grid()
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     from .data import BUILDERS, SCENARIOS
     from .lm.domains import DOMAINS
     from .strategies import STRATEGIES
 
-    parser = argparse.ArgumentParser(prog="python -m cfcourse", description=__doc__)
+    parser = argparse.ArgumentParser(prog=prog or called_as(), description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"cfcourse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,run,reproduce,student-copy,report,lm-record,lm-sweep}")
     fetch = sub.add_parser("fetch", help="cache every data file the course uses, checked by sha256")
     fetch.add_argument("--quiet", action="store_true", help="print only the cache paths")
 
-    run = sub.add_parser("run", help="train a task sequence headless and print its accuracy matrix and measures")
+    run = sub.add_parser("run", help="train a task sequence headless and print its accuracy matrix and measures",
+                         epilog=THREADS_NOTE)
     run.add_argument("benchmark", choices=sorted(BUILDERS), help="which task sequence")
     run.add_argument("--strategy", default="naive", choices=sorted(STRATEGIES), help="continual-learning strategy")
     run.add_argument("--scenario", default=None, choices=SCENARIOS,
@@ -75,14 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--train-size", type=_positive_int, default=None, help="use this many training digits")
     run.add_argument("--test-size", type=_positive_int, default=None, help="use this many test digits")
     _add_strategy_options(run, STRATEGIES)
-    run.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON object instead of a table (progress bars go to stderr)")
     run.add_argument("--plot", metavar="FILE.png", help="save the accuracy matrix as a heatmap")
 
-    rep = sub.add_parser("reproduce", help="run a published continual-learning table with our strategies")
+    rep = sub.add_parser("reproduce", help="run a published continual-learning table with our strategies",
+                         epilog=THREADS_NOTE)
     rep.add_argument("paper", choices=["hsu2018"], help="hsu2018: split MNIST in three scenarios (Hsu et al. 2018)")
     rep.add_argument("--seeds", type=_positive_int, default=3, help="seeds per cell (default 3)")
     rep.add_argument("--fast", action="store_true", help="hidden layers of 200, 3 epochs on 12,000 training digits, 200 Fisher samples: the ordering of the methods in about a minute, not the published numbers")
-    rep.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    rep.add_argument("--json", action="store_true",
+                     help="print one JSON object instead of a table (the progress lines go to stderr)")
     rep.add_argument("--plot", metavar="FILE.png", help="save ours beside the published numbers as a figure")
 
     student = sub.add_parser("student-copy", help="write the lessons without their solutions, with checks that "
@@ -132,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where to write the points (default: sweep.json in the cache, where lesson 09 finds it)")
     sweep.add_argument("--plot", metavar="FILE.png", default=None, help="save the trade-off figure")
     sweep.add_argument("--only", nargs="+", metavar="FAMILY", default=None,
-                       help="run only these families of the grid: replay, EWC, LoRA, generative-replay")
+                       help=f"run only these families of the grid: {', '.join(SWEEP_FAMILIES)}")
+    sweep.add_argument("--json", action="store_true",
+                       help="print the points as one JSON object on stdout (the progress lines go to stderr)")
+    for subparser in sub.choices.values():
+        subparser.set_defaults(usage_error=subparser.error)  # a UsageError found later prints this usage line
     return parser
 
 
@@ -149,7 +184,8 @@ def _add_strategy_options(parser: argparse.ArgumentParser, strategies: dict) -> 
     group = parser.add_argument_group("strategy hyperparameters (each applies only to the strategies named)")
     for hname, names in users.items():
         h = next(hp for cls in strategies.values() for hp in cls.hparams if hp.name == hname)
-        group.add_argument(_option(hname), dest=f"hp_{hname}", default=None, metavar=h.type.__name__.upper(),
+        group.add_argument(_option(hname), dest=f"hp_{hname}", default=None,
+                           metavar=None if h.choices else h.type.__name__.upper(),  # with choices: {a,b}
                            choices=h.choices or None, help=f"{h.help} ({', '.join(names)}; default {h.default})")
 
 
@@ -160,7 +196,7 @@ def _strategy_from_args(args):
     given = {k[3:]: v for k, v in vars(args).items() if k.startswith("hp_") and v is not None}
     for hname in sorted(set(given) - own):
         users = sorted(n for n, cls in STRATEGIES.items() if hname in {h.name for h in cls.hparams})
-        raise SystemExit(f"error: {_option(hname)} applies to {', '.join(users)}, not to --strategy {args.strategy}")
+        raise UsageError(f"{_option(hname)} applies to {', '.join(users)}, not to --strategy {args.strategy}")
     return make_strategy(args.strategy, **given)
 
 
@@ -170,7 +206,7 @@ def _build_tasks(args):
     if args.benchmark == "split-mnist":
         args.scenario = args.scenario or "class"
         if args.tasks > len(data.SPLIT_PAIRS):
-            raise SystemExit(f"error: split-mnist has at most {len(data.SPLIT_PAIRS)} tasks, got --tasks {args.tasks}")
+            raise UsageError(f"split-mnist has at most {len(data.SPLIT_PAIRS)} tasks, got --tasks {args.tasks}")
         return data.split_mnist(args.tasks, args.scenario, **kwargs)
     args.scenario = args.scenario or "domain"
     return data.BUILDERS[args.benchmark](args.tasks, scenario=args.scenario, **kwargs)
@@ -184,14 +220,13 @@ def cmd_run(args) -> int:
     strategy = _strategy_from_args(args)
     tasks = _build_tasks(args)
     model = for_scenario(args.scenario, tasks, args.hidden).to(config.device())
-    result = run_tasks(model, tasks, strategy, sgd(args.lr, args.momentum), args.epochs,
-                       args.batch_size, args.seed, progress=not args.json)
+    with config.threads(config.auto_threads()) as threads:
+        result = run_tasks(model, tasks, strategy, sgd(args.lr, args.momentum), args.epochs,
+                           args.batch_size, args.seed)
     out = {"benchmark": args.benchmark, "strategy": args.strategy, "tasks": args.tasks, "seed": args.seed,
            "hparams": {h.name: getattr(strategy, h.name) for h in strategy.hparams}, **result.to_dict()}
-    out["scenario"] = args.scenario
+    out["scenario"], out["threads"] = args.scenario, threads
     if args.plot:
-        from pathlib import Path
-
         from .plots import save_acc_matrix
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         save_acc_matrix(result.acc_matrix, args.plot, title=f"{args.benchmark}, {args.strategy}")
@@ -202,7 +237,7 @@ def cmd_run(args) -> int:
         print(result.acc_matrix)
         m = result.acc_matrix
         print(f"average accuracy {m.avg_acc:.1%}   backward transfer {m.bwt:+.1%}   "
-              f"forward transfer {m.fwt:+.1%}   wall {result.wall_s:.1f} s")
+              f"forward transfer {m.fwt:+.1%}   wall {result.wall_s:.1f} s on {threads} thread(s)")
     return 0
 
 
@@ -227,20 +262,23 @@ def cmd_fetch(args) -> int:
 def cmd_reproduce(args) -> int:
     from .reproduce import METHODS, Setup, plot, reproduce, table
     setup = Setup.fast() if args.fast else Setup()
-    progress = None if args.json else (lambda c: print(f"  {c.method:24} {c.scenario:6}-IL  {c.mean:6.2f} ± {c.half_width:.2f}"
-                                                       f"   (paper {c.published:.2f}, {c.seconds:.0f} s)", flush=True))
-    cells, wall = reproduce(args.seeds, setup, on_cell=progress)
+
+    def progress(c):
+        print(f"  {c.method:24} {c.scenario:6}-IL  {c.mean:6.2f} ± {c.half_width:.2f}"
+              f"   (paper {c.published:.2f}, {c.seconds:.0f} s)", file=sys.stderr, flush=True)
+    with config.threads(config.auto_threads()) as threads:
+        cells, wall = reproduce(args.seeds, setup, on_cell=progress)
     if args.plot:
-        from pathlib import Path
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         plot(cells, args.plot)
     if args.json:
         print(json.dumps({"paper": args.paper, "seeds": args.seeds, "fast": args.fast, "setup": vars(setup),
                           "settings": {m: dict(zip(("strategy", "hparams"), v)) for m, v in METHODS.items()},
-                          "cells": [c.to_dict() for c in cells], "wall_s": round(wall, 1)}))
+                          "cells": [c.to_dict() for c in cells], "wall_s": round(wall, 1), "threads": threads}))
     else:
         print(table(cells))
-        print(f"{args.seeds} seed(s), {'fast' if args.fast else 'published'} setup, {wall / 60:.1f} minutes")
+        print(f"{args.seeds} seed(s), {'fast' if args.fast else 'published'} setup, {wall / 60:.1f} minutes on "
+              f"{threads} thread(s)")
     return 0
 
 
@@ -269,19 +307,17 @@ def _texts(pairs: list[tuple[str, str]] | None) -> dict[str, str] | None:
     names = [n for n, _ in pairs]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise ValueError(f"--text names must differ: {', '.join(twice)} given more than once")
+        raise UsageError(f"--text names must differ: {', '.join(twice)} given more than once")
     return dict(pairs)
 
 
 def cmd_report(args) -> int:
-    import contextlib
-    from pathlib import Path
-
     from .lm.report import FILES, forgetting_report, perplexity_table
     human = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the JSON alone
-    with contextlib.redirect_stdout(human):
+    texts = _texts(args.text)
+    with contextlib.redirect_stdout(sys.stderr):  # progress, whatever prints it
         report = forgetting_report(args.base, args.tuned, domains=args.domains, probes=args.probes, out=args.out,
-                                   n_blocks=args.blocks, verbose=True, texts=_texts(args.text), dtype=args.dtype,
+                                   n_blocks=args.blocks, verbose=True, texts=texts, dtype=args.dtype,
                                    device=args.device)
     print(perplexity_table(report), file=human)
     print(f"\nwrote {', '.join(str(Path(args.out) / f) for f in FILES)} in {report['seconds']['total']:.0f} s; "
@@ -299,7 +335,8 @@ def cmd_lm_record(args) -> int:
     print(f"{runs} fine-tuning runs of {s.medical.steps} steps ({len(s.seeds)} seeds, {len(s.lr_grid)} learning "
           f"rates); about {2 * runs} minutes on 2 cores in full mode", file=sys.stderr)
     lab.use_threads()
-    rec = lab.record(out=args.out)
+    with contextlib.redirect_stdout(sys.stderr):  # progress
+        rec = lab.record(out=args.out)
     for k, v in rec["summary"].items():
         print(f"{k:>22}: median {v['median']:+.3f} (min {v['min']:+.3f}, max {v['max']:+.3f}) over "
               f"{len(v['values'])} seeds")
@@ -309,20 +346,28 @@ def cmd_lm_record(args) -> int:
 
 def cmd_lm_sweep(args) -> int:
     from .lm import lab
+    from .lm.model import ModelError
 
     grid = lab.sweep_grid()
     families = {kind.replace(" ", "-").lower(): kind for kind, _ in grid}
     if args.only:
         unknown = sorted(set(f.lower() for f in args.only) - set(families))
         if unknown:
-            raise ValueError(f"unknown families {unknown}; choose from {', '.join(families)}")
+            raise UsageError(f"unknown families {', '.join(unknown)} for --only; choose from {', '.join(SWEEP_FAMILIES)}")
         keep = {families[f.lower()] for f in args.only}
         grid = [(k, c) for k, c in grid if k in keep]
-    print(f"{len(grid)} settings, each fine-tuned from lesson 08's medical model (about 2 minutes each on 2 cores)")
+    print(f"{len(grid)} settings, each fine-tuned from lesson 08's medical model (about 2 minutes each on 2 cores)",
+          file=sys.stderr)
     lab.use_threads()
-    points = lab.sweep(grid, out=args.out)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # progress
+            points = lab.sweep(grid, out=args.out)
+    except (FileNotFoundError, ModelError) as e:
+        raise ModelError(f"lm-sweep fine-tunes lesson 08's medical model, and could not load it: {e}") from None
+    human = sys.stderr if args.json else sys.stdout
     for p in points:
-        print(f"{p['label']:>36}: legal {-p['gain']:+.0%}, old domains {p['rise']:+.0%}  ({p['seconds']:.0f} s)")
+        print(f"{p['label']:>36}: legal {-p['gain']:+.0%}, old domains {p['rise']:+.0%}  ({p['seconds']:.0f} s)",
+              file=human)
     if args.plot:
         import matplotlib
         matplotlib.use("Agg")
@@ -333,17 +378,30 @@ def cmd_lm_sweep(args) -> int:
         views.plot_tradeoff(points, ax=ax)
         fig.tight_layout()
         fig.savefig(args.plot, dpi=120)
-        print(f"wrote {args.plot}")
+        print(f"wrote {args.plot}", file=human)
+    if args.json:
+        print(json.dumps({"points": points, "plot": args.plot}))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+COMMANDS = {"fetch": cmd_fetch, "run": cmd_run, "reproduce": cmd_reproduce, "student-copy": cmd_student_copy,
+            "report": cmd_report, "lm-record": cmd_lm_record, "lm-sweep": cmd_lm_sweep}
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run one command; returns its exit status (argparse's own refusals exit 2 through SystemExit)."""
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
     from .assets import AssetError
+    from .lm.model import ModelError
     try:
-        commands = {"fetch": cmd_fetch, "run": cmd_run, "reproduce": cmd_reproduce, "student-copy": cmd_student_copy,
-                    "report": cmd_report, "lm-record": cmd_lm_record, "lm-sweep": cmd_lm_sweep}
-        return commands[args.command](args)
-    except (AssetError, ValueError) as e:
+        return COMMANDS[args.command](args)
+    except UsageError as e:
+        args.usage_error(str(e))  # the command's usage line, then exit 2
+    except ValueError as e:  # input the command refused: a bad value, setting, file or model
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (AssetError, ModelError, OSError) as e:  # the command could not do its work
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+

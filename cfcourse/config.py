@@ -6,6 +6,9 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TypeVar
 
@@ -141,9 +144,32 @@ def idle_cpus(sample_s: float = 0.25) -> float | None:
     return (os.cpu_count() or 1) * (idle1 - idle0) / (total1 - total0)
 
 
-def limit_threads() -> int:
-    """Set torch's thread count to thread_count(); returns it."""
-    n = thread_count()
-    if n != torch.get_num_threads():
+def auto_threads(most: int | None = None) -> int:
+    """Threads for a headless run: CFCOURSE_THREADS if set; else all the CPUs granted (at most `most`) when no
+    other job holds one right now, else 1 (a thread beyond the free CPUs spins; see thread_count)."""
+    if os.environ.get("CFCOURSE_THREADS", "").strip():
+        return thread_count()  # chosen: no need to look at the machine
+    wanted = cpu_budget() if most is None else max(1, min(most, cpu_budget()))
+    idle = idle_cpus(0.5)
+    quiet = idle is not None and idle >= wanted - 0.75  # less than three quarters of a CPU in use
+    return thread_count(default=wanted if quiet else 1)
+
+
+_threads: ContextVar[int | None] = ContextVar("cfcourse_threads", default=None)
+
+
+@contextmanager
+def threads(n: int | None = None) -> Iterator[int]:
+    """Run a block on `n` torch threads, then put torch's setting back; by default the enclosing block's count,
+    else thread_count(). The training loops run inside one; see lesson 02."""
+    n = n or _threads.get() or thread_count()
+    before = torch.get_num_threads()
+    token = _threads.set(n)
+    if n != before:
         torch.set_num_threads(n)
-    return n
+    try:
+        yield n
+    finally:
+        _threads.reset(token)
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

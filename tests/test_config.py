@@ -1,7 +1,10 @@
 """Run mode, device choice, seeding and the cache folder."""
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -110,13 +113,61 @@ def test_bad_thread_counts_are_refused_with_advice(monkeypatch, bad):
         config.thread_count()
 
 
-def test_limit_threads_sets_torch(monkeypatch):
+def test_threads_sets_torch_for_a_block_and_puts_it_back(monkeypatch):
+    monkeypatch.setenv("CFCOURSE_THREADS", "1")
     before = torch.get_num_threads()
-    try:
-        monkeypatch.setenv("CFCOURSE_THREADS", "1")
-        assert config.limit_threads() == 1 and torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
+    with config.threads() as n:
+        assert n == 1 == torch.get_num_threads()
+        with config.threads() as inner:  # a nested block keeps the enclosing block's choice
+            assert inner == 1
+    assert torch.get_num_threads() == before
+    with config.threads(2) as n:
+        assert n == 2 == torch.get_num_threads()
+        with config.threads():
+            assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
+
+
+def test_the_training_loops_run_on_the_course_threads(monkeypatch, mnist):
+    from cfcourse.data import permuted_mnist
+    from cfcourse.models import MLP
+    from cfcourse.train import run_tasks
+
+    seen = []
+    monkeypatch.setattr(MLP, "forward", lambda self, x, _f=MLP.forward: seen.append(torch.get_num_threads())
+                        or _f(self, x))
+    tasks = permuted_mnist(1, train_size=256, test_size=64)
+    monkeypatch.setenv("CFCOURSE_THREADS", "1")
+    before = torch.get_num_threads()
+    run_tasks(MLP(hidden=(16,)), tasks, progress=False)
+    assert set(seen) == {1} and torch.get_num_threads() == before
+    seen.clear()
+    with config.threads(2):  # as `python -m cfcourse run` does with auto_threads()
+        run_tasks(MLP(hidden=(16,)), tasks, progress=False)
+    assert set(seen) == {2} and torch.get_num_threads() == before
+
+
+def test_headless_runs_take_the_free_cpus(monkeypatch):
+    monkeypatch.delenv("CFCOURSE_THREADS", raising=False)
+    monkeypatch.setattr(config, "cpu_budget", lambda: 4)
+    monkeypatch.setattr(config, "idle_cpus", lambda *a: 3.9)
+    assert config.auto_threads() == 4 and config.auto_threads(most=2) == 2
+    monkeypatch.setattr(config, "idle_cpus", lambda *a: 3.0)  # another job holds a CPU: one thread
+    assert config.auto_threads() == 1 and config.auto_threads(most=2) == 2
+    monkeypatch.setattr(config, "idle_cpus", lambda *a: None)  # unknown: the safe choice
+    assert config.auto_threads() == 1
+    monkeypatch.setenv("CFCOURSE_THREADS", "3")
+    monkeypatch.setattr(config, "idle_cpus", lambda *a: pytest.fail("CFCOURSE_THREADS chose already"))
+    assert config.auto_threads() == 3
+
+
+def test_import_cfcourse_leaves_torch_threads_alone():
+    code = ("import torch; torch.set_num_threads(3); import cfcourse, cfcourse.train, cfcourse.cli; "
+            "print(torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k != "CFCOURSE_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
+                         timeout=120).stdout
+    assert out.strip() == "3"
 
 
 def test_idle_cpus_is_a_share_of_the_cpus_or_unknown(monkeypatch):

@@ -59,7 +59,7 @@ def test_every_mutant_is_refused(exercise, mutant_table):
         elif mutant is not _stub:
             assert not verdict.not_done, f"{exercise.name}: {mutant.__name__} was taken for the stub"
     n = len(exercise.wrong_answers) + 1
-    mutant_table[exercise.name] = (n, n - len(passed), seconds)
+    mutant_table(exercise.name, n, n - len(passed), seconds)
     assert not passed, f"{exercise.name}'s check accepts the wrong answers: " + "; ".join(passed)
 
 
