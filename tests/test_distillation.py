@@ -336,7 +336,8 @@ def test_runner_runs_freeze(capsys):
 
 
 def test_runner_refuses_lwf_options_for_other_strategies_and_bad_values(capsys):
-    with pytest.raises(SystemExit, match=r"--lwf-alpha applies to lwf, not to --strategy naive"):
+    with pytest.raises(SystemExit) as info:  # a usage error: exit 2 with the usage line
         cli.main(RUN + ["--strategy", "naive", "--lwf-alpha", "1"])
+    assert info.value.code == 2 and "--lwf-alpha applies to lwf, not to --strategy naive" in capsys.readouterr().err
     assert cli.main(RUN + ["--strategy", "lwf", "--temperature", "0"]) == 2
     assert "lwf: temperature must be > 0.0" in capsys.readouterr().err

@@ -468,9 +468,11 @@ def test_cli_refuses_a_negative_buffer_size(capsys):
     assert "replay: buffer_size must be >= 0 (default 1100), got -5" in capsys.readouterr().err
 
 
-def test_cli_refuses_buffer_size_for_a_strategy_without_memory():
-    with pytest.raises(SystemExit, match=r"--buffer-size applies to agem, replay, not to --strategy naive"):
+def test_cli_refuses_buffer_size_for_a_strategy_without_memory(capsys):
+    with pytest.raises(SystemExit) as info:  # a usage error: exit 2 with the usage line
         main([*RUN, "--strategy", "naive", "--buffer-size", "200"])
+    assert info.value.code == 2
+    assert "--buffer-size applies to agem, replay, not to --strategy naive" in capsys.readouterr().err
 
 
 def test_strategies_are_registered_and_repr():
