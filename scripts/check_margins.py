@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run nothing: make the table from these logs")
     parser.add_argument("--update", type=Path, metavar="FILE.md",
                         help="write the table between the margins markers in FILE.md as well as printing it")
-    parser.add_argument("--timeout", type=int, default=1200, help="seconds allowed per cell (default 1200)")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell (default 900)")
     args = parser.parse_args(argv)
     if args.seeds is None:
         args.seeds = DEFAULT_SEEDS[args.mode]
@@ -89,7 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_lesson(path: Path, mode: str, seed: int, log: Path, timeout: int) -> dict:
     """Execute one lesson in a fresh kernel with the given mode and seed; its checks append to `log`. Returns the
     run's record: seconds, and the errors of cells that failed (a failed check is an EffectMissing among them)."""
+    import tempfile
+
     import nbformat
+    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
 
     env = {"CFCOURSE_SEED": str(seed), "CFCOURSE_FAST": "1" if mode == "fast" else "",
@@ -100,9 +103,16 @@ def run_lesson(path: Path, mode: str, seed: int, log: Path, timeout: int) -> dic
     os.environ.setdefault("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
+    stopped = []  # a run that stopped before its end: a cell past the timeout, or a kernel that died
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        with tempfile.TemporaryDirectory() as sockets:
+            # local sockets rather than TCP ports: on a shared machine another job can take a port between the
+            # moment it is chosen and the moment the kernel binds it, and the run then waits forever
+            km = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel"))
+            NotebookClient(nb, km=km, timeout=timeout, allow_errors=True,
+                           resources={"metadata": {"path": str(path.parent)}}).execute()
+    except Exception as e:  # noqa: BLE001 - reported in the run's record, and the next run goes on
+        stopped.append(f"run stopped: {type(e).__name__}: {str(e)[:300]}")
     finally:
         for k, v in saved.items():
             if v is None:
@@ -110,7 +120,7 @@ def run_lesson(path: Path, mode: str, seed: int, log: Path, timeout: int) -> dic
             else:
                 os.environ[k] = v
     errors = [f"{o.get('ename')}: {o.get('evalue', '')[:300]}" for cell in nb.cells if cell.cell_type == "code"
-              for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+              for o in cell.get("outputs", []) if o.get("output_type") == "error"] + stopped
     return {"run": path.stem, "mode": mode, "seed": seed, "seconds": round(time.perf_counter() - start, 1),
             "errors": errors}
 
