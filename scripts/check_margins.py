@@ -109,8 +109,12 @@ def run_lesson(path: Path, mode: str, seed: int, log: Path, timeout: int) -> dic
             # local sockets rather than TCP ports: on a shared machine another job can take a port between the
             # moment it is chosen and the moment the kernel binds it, and the run then waits forever
             km = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel"))
-            NotebookClient(nb, km=km, timeout=timeout, allow_errors=True,
-                           resources={"metadata": {"path": str(path.parent)}}).execute()
+            try:
+                NotebookClient(nb, km=km, timeout=timeout, allow_errors=True,
+                               resources={"metadata": {"path": str(path.parent)}}).execute()
+            finally:  # a kernel manager handed to nbclient is ours to close: each idle kernel holds ~0.8 GB
+                if km.has_kernel:
+                    km.shutdown_kernel(now=True)
     except Exception as e:  # noqa: BLE001 - reported in the run's record, and the next run goes on
         stopped.append(f"run stopped: {type(e).__name__}: {str(e)[:300]}")
     finally:

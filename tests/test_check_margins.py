@@ -121,3 +121,27 @@ def test_bad_log_lines_and_changed_thresholds_are_refused(tmp_path):
 def test_numbers_are_printed_for_people():
     assert cm.fmt(0.8534) == "0.853" and cm.fmt(45.27) == "45.3" and cm.fmt(1234.5) == "1,234"
     assert cm.seed_list([2, 0, 1]) == "0-2" and cm.seed_list([0, 1]) == "0, 1" and cm.seed_list([5]) == "5"
+
+
+def test_a_run_logs_its_checks_records_its_errors_and_closes_its_kernel(tmp_path):
+    """A two-cell notebook instead of a lesson: a check that holds, then a cell that fails."""
+    import os
+
+    import nbformat
+
+    cells = ["from cfcourse import checks\n"
+             "checks.expect(checks.at_least(0.9, 0.85, 'task-IL average accuracy'), 'yes', 'no')",
+             "raise checks.EffectMissing('the effect did not show')"]
+    path = tmp_path / "03_tiny.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells]), path)
+    log = tmp_path / "log.jsonl"
+    names = ("CFCOURSE_CHECK_LOG", "CFCOURSE_CHECK_LESSON", "CFCOURSE_SEED", "CFCOURSE_FAST")
+    before = {k: os.environ.get(k) for k in names}
+    run = cm.run_lesson(path, "full", 2, log, timeout=120)
+    assert run["run"] == "03_tiny" and run["seed"] == 2 and run["mode"] == "full"
+    assert run["errors"] == ["EffectMissing: the effect did not show"]
+    (measure,) = cm.read_logs([log])[0]
+    assert (measure["lesson"], measure["seed"], measure["mode"], measure["value"]) == ("03_tiny", 2, "full", 0.9)
+    assert {k: os.environ.get(k) for k in names} == before  # the settings are put back as they were
+    kernels = os.popen(f"ps --ppid {os.getpid()} -o cmd=").read()
+    assert "ipykernel" not in kernels, "a finished run left its kernel running"
