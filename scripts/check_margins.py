@@ -12,7 +12,7 @@ The table has one row per measure: its threshold, its lowest, median and highest
 worst seed's margin (how far that value is on the right side of the threshold). A row is marked `ok` when every
 seed passes and the worst margin is at least the spread of the values over the seeds (max - min), so that another
 seed, or another machine's arithmetic, would have to land twice as far out to fail; `tight` when every seed passes
-with less room than that; `FAILS` when a seed failed.
+with less room than that; `FAILS` when a seed failed; `one seed` when a single seed says nothing about the spread.
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def run_lesson(path: Path, mode: str, seed: int, log: Path, timeout: int) -> dic
             # moment it is chosen and the moment the kernel binds it, and the run then waits forever
             km = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel"))
             try:
-                NotebookClient(nb, km=km, timeout=timeout, allow_errors=True,
+                NotebookClient(nb, km=km, timeout=timeout, startup_timeout=timeout, allow_errors=True,
                                resources={"metadata": {"path": str(path.parent)}}).execute()
             finally:  # a kernel manager handed to nbclient is ours to close: each idle kernel holds ~0.8 GB
                 if km.has_kernel:
@@ -180,7 +180,7 @@ def summarise(measures: list[dict]) -> list[dict]:
         spread = max(values) - min(values)
         worst = min(margins)
         failed = sum(not m["passed"] for m in by_seed.values())
-        verdict = "FAILS" if failed else "ok" if worst >= spread else "tight"
+        verdict = "FAILS" if failed else "one seed" if len(by_seed) < 2 else "ok" if worst >= spread else "tight"
         rows.append({"lesson": lesson, "mode": mode, "check": check, "op": op, "threshold": threshold,
                      "seeds": sorted(by_seed), "min": min(values), "median": statistics.median(values),
                      "max": max(values), "worst_margin": worst, "spread": spread, "failed": failed,

@@ -87,6 +87,9 @@ def test_a_failing_seed_is_marked_and_makes_the_script_fail(tmp_path, monkeypatc
     row = cm.summarise(cm.read_logs([log])[0])[0]
     assert row["failed"] == 1 and row["verdict"] == "FAILS" and row["worst_margin"] == pytest.approx(-0.04)
     assert cm.seed_list(row["seeds"]) == "0, 3"
+    (tmp_path / "one").mkdir()
+    one = write_log(tmp_path / "one", monkeypatch, "03_three_scenarios", "fast", {0: (0.95, 0.19)})
+    assert cm.summarise(cm.read_logs([one])[0])[0]["verdict"] == "one seed"  # no spread to judge the margin by
     assert cm.main(["--table-only", str(log)]) == 1
     assert "| FAILS |" in capsys.readouterr().out
 
