@@ -197,6 +197,7 @@ def table(rows: list[dict], runs: list[dict]) -> str:
                      f"{'≥' if r['op'] == '>=' else '≤'} {fmt(r['threshold'])} | {fmt(r['min'])} | "
                      f"{fmt(r['median'])} | {fmt(r['max'])} | {fmt(r['worst_margin'])} | {fmt(r['spread'])} | "
                      f"{r['verdict']} |")
+    runs = list({(r["run"], r["mode"], r["seed"]): r for r in runs}.values())  # a seed run again: its last run
     times: dict[tuple, list[float]] = {}
     for run in runs:
         times.setdefault((run["run"], run["mode"]), []).append(run["seconds"])

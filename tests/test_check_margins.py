@@ -79,7 +79,10 @@ def test_the_table_gives_spread_and_worst_margin_per_check(tmp_path, monkeypatch
     text = cm.table([acc, share], runs)
     assert "| 03 | full | 0-2 | task-IL average accuracy | ≥ 0.850 | 0.900 | 0.950 | 0.970 | 0.050 | 0.070 | tight |" in text
     assert "| 03 | full | 0-2 | class-IL average accuracy | ≤ 0.300 | 0.180 | 0.190 | 0.200 | 0.100 | 0.020 | ok |" in text
-    assert "03 full 40-42" in text
+    assert "03 full 40-42" in text and "Errors" not in text
+    stopped = {"run": "03_three_scenarios", "mode": "full", "seed": 1, "seconds": 60.0, "errors": ["run stopped: x"]}
+    assert "Errors: 03_three_scenarios (full, seed 1): run stopped: x" in cm.table([acc], runs + [stopped])
+    assert "Errors" not in cm.table([acc], [stopped] + runs)  # the seed's later run went through
 
 
 def test_a_failing_seed_is_marked_and_makes_the_script_fail(tmp_path, monkeypatch, capsys):
