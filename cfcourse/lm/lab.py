@@ -228,8 +228,10 @@ class Run:
 
 def train(model, tokenizer, cfg: FinetuneConfig, before: dict[str, float], blocks: dict[str, torch.Tensor],
           name: str = "run", domain: str = NEW_DOMAIN, old_blocks: torch.Tensor | None = None,
-          record: dict | None = None, save: bool = True, verbose: bool = True, start: str = DEFAULT_MODEL) -> Run:
+          record: dict | None = None, save: bool = True, verbose: bool = True, start: str = DEFAULT_MODEL,
+          schedule=None) -> Run:
     """Fine-tune `model` (which is `start`) on `domain` with `cfg`, measure it on `blocks`, save it as `name`.
+    `schedule` is replay's schedule, passed to finetune (default: cures.replay_schedule).
 
     `record` = {"blocks": {domain: small blocks}, "prompt": a question, "every": steps} snapshots the model during
     training (lesson 08's slider); the snapshot at step 0 is the model before training.
@@ -248,7 +250,8 @@ def train(model, tokenizer, cfg: FinetuneConfig, before: dict[str, float], block
         on_step = lambda step, loss, m: snap(step + 1, loss, m) if (step + 1) % every == 0 else None  # noqa: E731
     t0 = time.perf_counter()
     block_len = next(iter(blocks.values())).shape[1]
-    result = finetune(model, train_text(tokenizer, domain, block_len), cfg, old_blocks=old_blocks, on_step=on_step)
+    result = finetune(model, train_text(tokenizer, domain, block_len), cfg, old_blocks=old_blocks, on_step=on_step,
+                      schedule=schedule)
     after = measure(result["model"], blocks)
     run = Run(name, result["config"], dict(before), after, result["losses"], time.perf_counter() - t0, snapshots,
               domain=domain, blocks={d: list(b.shape) for d, b in blocks.items()}, start=start)
