@@ -81,10 +81,17 @@ def binder_url(lesson: str | None = None, *, where: Address | None = None) -> st
 
 def nbgitpuller_url(hub: str, folder: str | None = None, lesson: str | None = None, *,
                     where: Address | None = None) -> str:
-    """A JupyterHub link that clones or updates the course into `folder` (default: the repository's name)."""
+    """A JupyterHub link for nbgitpuller that clones (first click) or updates the course, then opens `lesson`.
+
+    It clones into `folder` in the student's home (default: the repository's name, nbgitpuller's own default).
+    """
     where = address() if where is None else where
     hub = hub.rstrip("/") if "://" in hub else f"https://{hub.rstrip('/')}"
-    folder = folder or urlsplit(where.repository).path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
-    branch = f"&branch={quote(where.branch, safe='')}" if where.branch else ""
-    return (f"{hub}/hub/user-redirect/git-pull?repo={quote(where.repository, safe='')}{branch}"
-            f"&urlpath=lab/tree/{folder}/{lesson_path(lesson)}")
+    query = f"repo={quote(where.repository, safe='')}"
+    if where.branch:
+        query += f"&branch={quote(where.branch, safe='')}"
+    default = urlsplit(where.repository).path.rstrip("/").rsplit("/", 1)[-1]
+    if folder and folder.strip("/") != default:
+        query += f"&targetPath={quote(folder.strip('/'), safe='')}"
+    folder = folder.strip("/") if folder else default
+    return f"{hub}/hub/user-redirect/git-pull?{query}&urlpath=lab/tree/{folder}/{lesson_path(lesson)}"
