@@ -36,10 +36,11 @@ def lessons(root: Path) -> list[str]:
 def blocks(root: Path) -> dict[str, dict[str, str]]:
     """What each generated block holds, by file and block name."""
     where = links.address(root / "pyproject.toml")
+    badge = "[![Launch the course on Binder](https://mybinder.org/badge_logo.svg)]"
     per_lesson = " ·\n".join(f"[{name[:2]}]({links.binder_url(name, where=where)})" for name in lessons(root))
     return {
         "README.md": {
-            "badge": f"[![Launch the course on Binder](https://mybinder.org/badge_logo.svg)]({links.binder_url(where=where)})",
+            "badge": f"{badge}({links.binder_url(where=where)})",
             "lessons": f"Launch on Binder:\n{per_lesson}",
         },
         "docs/teaching.md": {
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is stale")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout to work on (default: this one)")
     parser.add_argument("--hub", help="print the nbgitpuller link for this JupyterHub and exit")
-    parser.add_argument("--folder", help="with --hub: the folder the course is cloned into (default: the repository's name)")
+    parser.add_argument("--folder", help="with --hub: the folder to clone into (default: the repository's name)")
     parser.add_argument("--lesson", help="with --hub: the lesson it opens (default: 00_welcome)")
     args = parser.parse_args(argv)
     if args.hub:
