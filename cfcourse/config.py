@@ -56,6 +56,25 @@ def device(prefer: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+SEED_LIMIT = 2**32  # numpy's seeds stop here
+
+
+def seed() -> int:
+    """The lessons' base seed: CFCOURSE_SEED (a whole number from 0 to 2**32 - 1), default 0; every lesson derives
+    its random choices (data, initial weights, batch order) from it, so another seed shows the spread of a result."""
+    raw = os.environ.get("CFCOURSE_SEED", "").strip()
+    if not raw:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"CFCOURSE_SEED must be a whole number from 0 to {SEED_LIMIT - 1}, got {raw!r}; "
+                         "unset it for seed 0")
+    return value
+
+
 def set_seed(seed: int = 0) -> torch.Generator:
     """Seed Python, NumPy and torch from one number; returns a torch generator seeded the same."""
     if not isinstance(seed, int) or seed < 0:

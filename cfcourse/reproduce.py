@@ -167,17 +167,20 @@ class Cell:
 
 
 def reproduce(seeds: int = 3, setup: Setup | None = None, methods=None, scenarios=SCENARIOS,
-              on_cell=None) -> tuple[list[Cell], float]:
-    """Run every method x scenario x seed; returns the cells and the wall time in seconds."""
+              on_cell=None, first_seed: int = 0) -> tuple[list[Cell], float]:
+    """Run every method x scenario x seed (seeds first_seed, first_seed + 1, ...); returns the cells and the wall
+    time in seconds."""
     if not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    if not isinstance(first_seed, int) or first_seed < 0:
+        raise ValueError(f"first_seed must be a non-negative integer, got {first_seed!r}")
     setup = setup or Setup()
     start = time.perf_counter()
     cells = []
     for method in methods or METHODS:
         for scenario in scenarios:
             began = time.perf_counter()
-            ours = [run_cell(method, scenario, seed, setup) for seed in range(seeds)]
+            ours = [run_cell(method, scenario, seed, setup) for seed in range(first_seed, first_seed + seeds)]
             cells.append(Cell(method, scenario, ours, HSU2018[method][SCENARIOS.index(scenario)],
                               time.perf_counter() - began))
             if on_cell is not None:

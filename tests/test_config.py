@@ -90,8 +90,26 @@ def test_set_seed_refuses_bad_seeds(bad):
         config.set_seed(bad)
 
 
+@pytest.mark.parametrize("value, expected", [(None, 0), ("", 0), ("0", 0), (" 7 ", 7), ("4294967295", 2**32 - 1)])
+def test_seed_follows_cfcourse_seed(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("CFCOURSE_SEED", raising=False)
+    else:
+        monkeypatch.setenv("CFCOURSE_SEED", value)
+    assert config.seed() == expected
+    assert cfcourse.seed() == expected
+
+
+@pytest.mark.parametrize("bad", ["-1", "1.5", "one", "4294967296", "0x10"])
+def test_seed_refuses_bad_values_with_advice(monkeypatch, bad):
+    monkeypatch.setenv("CFCOURSE_SEED", bad)
+    with pytest.raises(ValueError, match=r"CFCOURSE_SEED must be a whole number from 0 to 4294967295, got '.*'; "
+                                         r"unset it for seed 0"):
+        config.seed()
+
+
 def test_package_exports():
-    assert set(cfcourse.__all__) >= {"by_mode", "device", "fast_mode", "set_seed", "__version__"}
+    assert set(cfcourse.__all__) >= {"by_mode", "device", "fast_mode", "seed", "set_seed", "__version__"}
     assert cfcourse.__version__
 
 

@@ -60,3 +60,33 @@ def test_ends_with_a_summary_and_questions(path):
     text = "\n".join("".join(c["source"]) for c in load(path)["cells"] if c["cell_type"] == "markdown")
     assert re.search(r"^#+\s*Summary", text, re.M), f"{path.name}: no Summary section"
     assert re.search(r"^#+\s*Check yourself", text, re.M | re.I), f"{path.name}: no 'Check yourself' questions"
+
+
+TIERED_HINTS = [p for p in LESSONS if int(p.name[:2]) <= 7]  # lessons 00-07; the language-model lessons come later
+HINT = re.compile(r"<details><summary>Hint (\d+): [^<]+</summary>")
+
+
+def exercises_with_hints(cells: list[dict]) -> list[tuple[str, list[str], str]]:
+    """For each exercise stub: its cell id, the hint cells between it and its solution, and the solution's text."""
+    found = []
+    for i, cell in enumerate(cells):
+        if cell["cell_type"] == "code" and 'NotImplementedError("Exercise' in "".join(cell["source"]):
+            later = cells[i + 1:]
+            k = next(j for j, c in enumerate(later) if "solution" in c.get("metadata", {}).get("tags", []))
+            hints = ["".join(c["source"]) for c in later[:k] if c["cell_type"] == "markdown"
+                     and HINT.match("".join(c["source"]))]
+            found.append((cell["id"], hints, "".join(later[k]["source"])))
+    return found
+
+
+@pytest.mark.parametrize("path", TIERED_HINTS, ids=lambda p: p.name)
+def test_every_exercise_has_tiered_hints_that_are_not_the_solution(path):
+    for cell_id, hints, solution in exercises_with_hints(load(path)["cells"]):
+        numbers = [int(HINT.match(h).group(1)) for h in hints]
+        assert len(hints) >= 2 and numbers == list(range(1, len(hints) + 1)), \
+            f"{path.name} {cell_id}: wants collapsed hints 'Hint 1', 'Hint 2' (and 'Hint 3') in order, got {numbers}"
+        assert all(h.rstrip().endswith("</details>") for h in hints), f"{path.name} {cell_id}: a hint is not collapsed"
+        code = re.search(r"```python\n(.*?)```", solution, re.S)
+        lines = [ln.strip() for ln in code.group(1).splitlines() if len(ln.strip()) > 12] if code else []
+        for line in lines:
+            assert not any(line in h for h in hints), f"{path.name} {cell_id}: a hint gives away the solution: {line}"

@@ -38,6 +38,7 @@ MESSAGES = [
     "is not done yet",
     "is not right yet",
     "CFCOURSE_THREADS must be a whole number >= 1",
+    "CFCOURSE_SEED must be a whole number from 0 to {SEED_LIMIT - 1}",
     "unknown device {name!r}",
     "lm-sweep fine-tunes lesson 08's medical model, and could not load it",
 ]
@@ -46,7 +47,8 @@ MESSAGES = [
 @pytest.mark.parametrize("message", MESSAGES)
 def test_troubleshooting_quotes_what_the_code_prints(message):
     assert message in SOURCES, f"no code prints {message!r} any more: update the README's troubleshooting table"
-    shown = message.replace("{asset.filename}", "mnist.pkl.gz").replace("{name!r}", "'tpu'")
+    shown = (message.replace("{asset.filename}", "mnist.pkl.gz").replace("{name!r}", "'tpu'")
+             .replace("{SEED_LIMIT - 1}", "4294967295"))
     assert shown in section("Troubleshooting")
 
 

@@ -57,6 +57,16 @@ def test_a_small_run_fills_the_table_and_figure(tmp_path):
 def test_seeds_must_be_positive():
     with pytest.raises(ValueError, match="seeds must be a positive integer"):
         rep.reproduce(0)
+    with pytest.raises(ValueError, match="first_seed must be a non-negative integer, got -1"):
+        rep.reproduce(2, first_seed=-1)
+
+
+def test_the_seeds_run_start_at_first_seed(monkeypatch):
+    ran = []
+    monkeypatch.setattr(rep, "run_cell", lambda method, scenario, seed, setup: ran.append(seed) or 50.0)
+    rep.reproduce(3, methods=["fine-tune"], scenarios=("task",), first_seed=7)
+    rep.reproduce(2, methods=["fine-tune"], scenarios=("task",))
+    assert ran == [7, 8, 9, 0, 1]
 
 
 def test_agrees_is_the_rule_the_table_uses():
