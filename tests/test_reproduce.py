@@ -5,7 +5,8 @@ from cfcourse import reproduce as rep
 from cfcourse.strategies import STRATEGIES, make_strategy
 
 
-def test_every_method_we_run_is_a_registered_strategy_with_valid_settings():
+def test_every_published_method_runs_as_a_registered_strategy_with_valid_settings():
+    assert list(rep.METHODS) == list(rep.HSU2018)  # every row of the published table, GEM included
     for method in rep.METHODS:
         assert method in rep.HSU2018
         for scenario in rep.SCENARIOS:
@@ -18,8 +19,9 @@ def test_settings_differ_per_scenario_where_the_authors_tuned_them_and_refuse_un
     assert rep.settings("EWC", "class") == ("ewc", {"ewc_lambda": 1200.0})
     assert rep.settings("EWC", "task") == ("ewc", {"ewc_lambda": 200.0})
     assert rep.settings("replay, 1,100 samples", "domain") == ("replay", {"buffer_size": 1100})
-    with pytest.raises(ValueError, match="unknown method 'GEM'; choose one of fine-tune"):
-        rep.settings("GEM", "task")
+    assert rep.settings("GEM", "class") == ("gem", {"buffer_size": 1100, "margin": 0.5})
+    with pytest.raises(ValueError, match="unknown method 'MAS'; choose one of fine-tune"):
+        rep.settings("MAS", "task")
     with pytest.raises(ValueError, match="unknown scenario 'instance'; choose one of task, domain, class"):
         rep.settings("EWC", "instance")
 

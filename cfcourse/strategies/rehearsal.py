@@ -438,13 +438,14 @@ class GEM(_Rehearsal):
     from rising, one constraint per task, by the smallest change to the gradient (a small QP); see lesson 05.
 
     The memory gives each task seen an equal share of buffer_size (as in Hsu et al.'s GEM). At each step each
-    earlier task's gradient is taken on up to gem_batch of its remembered samples (GEM used them all: at 1,100
-    samples that is nine times a batch of 128), and the QP runs only when a constraint is broken.
+    earlier task's gradient is taken on gem_batch of its remembered samples, drawn afresh (GEM used them all:
+    at 1,100 samples, nine times the work of a batch of 128; on split MNIST 32 per task gives the same accuracy),
+    and the QP runs only when a constraint is broken.
     """
 
     name = "gem"
     hparams = (_BUFFER_SIZE,
-               HParam("gem_batch", int, 64, low=1,
+               HParam("gem_batch", int, 32, low=1,
                       help="remembered samples per earlier task for its gradient at each step (all it holds when "
                            "fewer); cost grows with it"),
                HParam("margin", float, 0.5, low=0.0,
