@@ -263,7 +263,7 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from .reproduce import METHODS, Setup, plot, reproduce, table
+    from .reproduce import METHODS, Setup, notes_for, plot, reproduce, table
     setup = Setup.fast() if args.fast else Setup()
 
     def progress(c):
@@ -277,9 +277,12 @@ def cmd_reproduce(args) -> int:
     if args.json:
         print(json.dumps({"paper": args.paper, "seeds": args.seeds, "fast": args.fast, "setup": vars(setup),
                           "settings": {m: dict(zip(("strategy", "hparams"), v)) for m, v in METHODS.items()},
-                          "cells": [c.to_dict() for c in cells], "wall_s": round(wall, 1), "threads": threads}))
+                          "cells": [c.to_dict() for c in cells], "notes": notes_for(cells),
+                          "wall_s": round(wall, 1), "threads": threads}))
     else:
         print(table(cells))
+        for note in notes_for(cells):
+            print(f"  why: {note}")
         print(f"{args.seeds} seed(s), {'fast' if args.fast else 'published'} setup, {wall / 60:.1f} minutes on "
               f"{threads} thread(s)")
     return 0
