@@ -38,9 +38,9 @@ HSU2018 = {
 # so ewc_lambda is twice their reg_coef; their SI loss has no 1/2, like ours, so si_c is their reg_coef. Their online
 # EWC adds each task's Fisher to the running one without decay: gamma 1, our default.
 # GEM: their GEM_1100 keeps 1,100 samples shared equally by the tasks seen, as our gem does, with GEM's margin
-# ("memory strength") 0.5. Their run differs in two ways we leave out, because GEM as published agrees without them
-# in all three scenarios (the README's table): it trained with SGD at lr 0.01, and their GEM also appended its memory
-# to the training set (it inherits Naive_Rehearsal's learn_batch; `replay_ratio=0.5` gives that). Each earlier
+# ("memory strength") 0.5. Their run differs in two ways we leave out, because GEM as published came within a point
+# of the paper without them in all three scenarios (one seed each): it trained with SGD at lr 0.01, and their GEM also
+# appended its memory to the training set (it inherits Naive_Rehearsal's learn_batch; `replay_ratio=0.5` gives that). Each earlier
 # task's gradient is taken on 32 of its samples per step, not on all of them (see cfcourse.strategies.rehearsal.GEM).
 # LwF: the authors' released code has none, so their LwF row was not run by it. We follow the LwF of van de Ven &
 # Tolias (2018; GMvandeVen/continual-learning), with the same network and optimiser: in class-IL it trains and
