@@ -153,9 +153,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
     record = sub.add_parser("lm-record", help="the story of lesson 08 over several seeds: fine-tune on medical text, "
                                               "choose stage 2's learning rate on legal validation text, fine-tune "
-                                              "on legal text; write the record lessons 08-10 show")
+                                              "on legal text, measuring as it goes; write the record lessons 08-10 show")
     record.add_argument("--out", metavar="FILE.json", default=None,
                         help="where to write it (default: record-<mode>.json in the cache, where the lessons find it)")
+    record.add_argument("--table", action="store_true",
+                        help="run nothing: print the headline of the record the lessons show (yours, else the "
+                             "course's) as a Markdown table")
 
     sweep = sub.add_parser("lm-sweep", help="fine-tune lesson 08's medical model on legal text with each setting "
                                             "of a grid of cures; write the learning-forgetting trade-off (lesson 09)")
@@ -260,7 +263,7 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from .reproduce import METHODS, Setup, plot, reproduce, table
+    from .reproduce import METHODS, Setup, notes_for, plot, reproduce, table
     setup = Setup.fast() if args.fast else Setup()
 
     def progress(c):
@@ -274,9 +277,12 @@ def cmd_reproduce(args) -> int:
     if args.json:
         print(json.dumps({"paper": args.paper, "seeds": args.seeds, "fast": args.fast, "setup": vars(setup),
                           "settings": {m: dict(zip(("strategy", "hparams"), v)) for m, v in METHODS.items()},
-                          "cells": [c.to_dict() for c in cells], "wall_s": round(wall, 1), "threads": threads}))
+                          "cells": [c.to_dict() for c in cells], "notes": notes_for(cells),
+                          "wall_s": round(wall, 1), "threads": threads}))
     else:
         print(table(cells))
+        for note in notes_for(cells):
+            print(f"  why: {note}")
         print(f"{args.seeds} seed(s), {'fast' if args.fast else 'published'} setup, {wall / 60:.1f} minutes on "
               f"{threads} thread(s)")
     return 0
@@ -330,17 +336,29 @@ def cmd_report(args) -> int:
 def cmd_lm_record(args) -> int:
     from .lm import lab
 
+    if args.table:
+        rec = lab.load_record()
+        if rec is None:
+            raise FileNotFoundError("no record in this mode yet: run python -m cfcourse lm-record first")
+        print(f"{rec['source']}, {rec['mode']} mode, {rec['created']}, {rec['machine']}:", file=sys.stderr)
+        print(lab.record_table(rec))
+        return 0
     s = lab.settings()
-    runs = len(s.seeds) * 2 + len(s.lr_grid)
-    print(f"{runs} fine-tuning runs of {s.medical.steps} steps ({len(s.seeds)} seeds, {len(s.lr_grid)} learning "
-          f"rates); about {2 * runs} minutes on 2 cores in full mode", file=sys.stderr)
+    steps = len(s.seeds) * (s.medical.steps + s.long_steps) + len(s.lr_grid) * s.long_steps
+    print(f"{len(s.seeds)} seeds of stage 1 ({s.medical.steps} steps) and stage 2 ({s.long_steps} steps), and stage 2 "
+          f"at {len(s.lr_grid)} learning rates: {steps:,} steps, about {steps // 50} minutes on 2 quiet cores in full "
+          "mode", file=sys.stderr)
     lab.use_threads()
     with contextlib.redirect_stdout(sys.stderr):  # progress
         rec = lab.record(out=args.out)
-    for k, v in rec["summary"].items():
-        print(f"{k:>22}: median {v['median']:+.3f} (min {v['min']:+.3f}, max {v['max']:+.3f}) over "
-              f"{len(v['values'])} seeds")
-    print(f"stage 2 learning rate chosen on legal validation text: {rec['best_lr']:g}; {rec['seconds']:.0f} s")
+    for at, summary in ((f"{s.legal.steps} steps", rec["summary"]), (f"{s.long_steps} steps", rec["summary"]["long"])):
+        print(f"stage 2 after {at}:")
+        for k, v in summary.items():
+            if k != "long":
+                print(f"{k:>22}: median {v['median']:+.3f} (min {v['min']:+.3f}, max {v['max']:+.3f}) over "
+                      f"{len(v['values'])} seeds")
+    print(f"stage 2 learning rate chosen on legal validation text after {rec['chosen_at_step']} steps: "
+          f"{rec['best_lr']:g}; {rec['seconds']:.0f} s")
     return 0
 
 
@@ -356,8 +374,9 @@ def cmd_lm_sweep(args) -> int:
             raise UsageError(f"unknown families {', '.join(unknown)} for --only; choose from {', '.join(SWEEP_FAMILIES)}")
         keep = {families[f.lower()] for f in args.only}
         grid = [(k, c) for k, c in grid if k in keep]
-    print(f"{len(grid)} settings, each fine-tuned from lesson 08's medical model (about 2 minutes each on 2 cores)",
-          file=sys.stderr)
+    seeds = len(lab.settings().seeds)
+    print(f"{len(grid)} settings, each fine-tuned {seeds} times (one per seed) from lesson 08's medical model (about "
+          f"a minute each on 2 quiet cores)", file=sys.stderr)
     lab.use_threads()
     try:
         with contextlib.redirect_stdout(sys.stderr):  # progress
@@ -366,8 +385,10 @@ def cmd_lm_sweep(args) -> int:
         raise ModelError(f"lm-sweep fine-tunes lesson 08's medical model, and could not load it: {e}") from None
     human = sys.stderr if args.json else sys.stdout
     for p in points:
-        print(f"{p['label']:>36}: legal {-p['gain']:+.0%}, old domains {p['rise']:+.0%}  ({p['seconds']:.0f} s)",
-              file=human)
+        spread = (f" (seeds {-p['gain_range'][1]:+.0%} to {-p['gain_range'][0]:+.0%}; {p['rise_range'][0]:+.0%} to "
+                  f"{p['rise_range'][1]:+.0%})" if "rise_range" in p else "")
+        print(f"{p['label']:>36}: legal {-p['gain']:+.0%}, old domains {p['rise']:+.0%}{spread}  ({p['seconds']:.0f} s a "
+              "run)", file=human)
     if args.plot:
         import matplotlib
         matplotlib.use("Agg")

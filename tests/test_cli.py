@@ -342,3 +342,17 @@ def test_lm_sweep_turns_a_model_error_into_a_clear_message(capsys, monkeypatch, 
     out, err = capsys.readouterr()
     assert out == "" and "Traceback" not in err
     assert f"error: lm-sweep fine-tunes lesson 08's medical model, and could not load it: {error}" in err
+
+
+def test_lm_record_table_prints_the_record_without_running_anything(capsys, monkeypatch):
+    from cfcourse.lm import lab
+
+    monkeypatch.setattr(lab, "record", lambda *a, **k: pytest.fail("--table must not run the record"))
+    rec = lab.load_record("full")
+    monkeypatch.setattr(lab, "load_record", lambda mode=None: rec)
+    assert main(["lm-record", "--table"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == lab.record_table(rec) and rec["source"] in err
+    monkeypatch.setattr(lab, "load_record", lambda mode=None: None)
+    assert main(["lm-record", "--table"]) == 1
+    assert "error: no record in this mode yet" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from cfcourse import cli, config, data, train
 from cfcourse.models import MLP, MultiHeadMLP, forward
 from cfcourse.strategies import STRATEGIES, make_strategy
 from cfcourse.strategies.distillation import (Freeze, LwF, distillation_loss, freeze_body, frozen_copy,
-                                              head_logits, output_layer_names)
+                                              head_logits, output_layer_names, seen_distillation_loss)
 
 TRAIN, TEST = 2000, 500  # of all MNIST digits: about 430 training digits per split-MNIST task
 LR, EPOCHS = 0.1, 5  # enough for naive fine-tuning to wreck task 1 on some seeds, even with its own head
@@ -108,7 +108,7 @@ def test_distillation_loss_refuses_bad_input():
 
 def test_lwf_and_freeze_are_registered():
     assert STRATEGIES["lwf"] is LwF and STRATEGIES["freeze"] is Freeze
-    assert repr(make_strategy("lwf")) == "LwF(lwf_alpha=1.0, temperature=2.0)"
+    assert repr(make_strategy("lwf")) == "LwF(lwf_alpha=1.0, temperature=2.0, outputs='all')"
     assert repr(make_strategy("freeze")) == "Freeze(freeze_after=1)"
 
 
@@ -225,6 +225,64 @@ def test_lwf_class_il_distils_old_classes_only(class_il):
     assert lwf.old_classes == [0, 1, 2, 3]
 
 
+def test_lwf_can_train_the_new_task_over_the_classes_seen_so_far_only(class_il):
+    model, lwf = _model(class_il), LwF(outputs="seen")
+    lwf.before_task(model, class_il[0])
+    assert lwf.seen_classes == [0, 1]
+    x, y = _batch(class_il[0]), class_il[0].train_y[:64]
+    logits = model(x).detach().requires_grad_()
+    loss = lwf.task_loss(logits, y)
+    assert loss.item() == pytest.approx(F.cross_entropy(logits[:, :2], y).item(), rel=1e-6)
+    loss.backward()
+    assert logits.grad[:, 2:].abs().max() == 0  # the classes still to come are neither trained nor pushed down
+    _train(model, class_il, 0, lwf, epochs=1)
+    lwf.before_task(model, class_il[1])
+    assert lwf.seen_classes == [0, 1, 2, 3]
+    assert LwF().task_loss(logits, y).item() == pytest.approx(F.cross_entropy(logits, y).item())  # default: all
+    with pytest.raises(ValueError, match="lwf: outputs must be one of all, seen"):
+        LwF(outputs="old")
+
+
+def test_seen_distillation_is_soft_cross_entropy_with_zero_targets_for_the_new_classes():
+    gen = torch.Generator().manual_seed(3)
+    new = torch.randn(6, 4, generator=gen, requires_grad=True)  # seen classes 0..3, of which 0 and 2 are old
+    old, T = torch.randn(6, 2, generator=gen), 2.0
+    loss = seen_distillation_loss(new, old, [0, 2], T)
+    target = torch.zeros(6, 4)
+    target[:, [0, 2]] = torch.softmax(old / T, 1)  # van de Ven & Tolias: the old answer, zeros appended
+    soft_ce = -(target * F.log_softmax(new / T, 1)).sum(1).mean() * T ** 2
+    entropy = -(target[:, [0, 2]] * target[:, [0, 2]].log()).sum(1).mean() * T ** 2
+    assert loss.item() == pytest.approx((soft_ce - entropy).item(), rel=1e-5)  # KL = soft CE - entropy
+    g_kl, = torch.autograd.grad(loss, new)
+    g_ce, = torch.autograd.grad(soft_ce, new)
+    assert torch.allclose(g_kl, g_ce, atol=1e-6)
+    same = torch.cat([old[:, :1], torch.full((6, 1), -1e4), old[:, 1:], torch.full((6, 1), -1e4)], 1)
+    assert seen_distillation_loss(same, old, [0, 2], T).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match=r"old_logits must be \(batch, 2\)"):
+        seen_distillation_loss(new, old[:, :1], [0, 2])
+
+
+def test_lwf_with_seen_outputs_also_keeps_new_classes_from_taking_old_answers(class_il):
+    for outputs, grows in (("all", False), ("seen", True)):
+        model, lwf = _model(class_il), LwF(outputs=outputs)
+        _train(model, class_il, 0, lwf, epochs=1)
+        lwf.before_task(model, class_il[1])
+        x = _batch(class_il[1])
+        before = lwf.penalty(model, x.clone(), 1).item()  # a fresh tensor: not the hook's last forward pass
+        with torch.no_grad():
+            model.head.bias[2:4].add_(3.0)  # the new classes grow on the new digits
+        assert (lwf.penalty(model, x.clone(), 1).item() > before + 0.5) == grows, outputs
+
+
+def test_lwf_seen_outputs_leave_domain_and_task_il_as_they_were(task_il):
+    tasks = data.split_mnist(2, "domain", train_size=TRAIN, test_size=TEST)
+    for scenario_tasks in (tasks, task_il):
+        model, lwf = _model(scenario_tasks), LwF(outputs="seen")
+        _train(model, scenario_tasks, 0, lwf, epochs=1)
+        lwf.before_task(model, scenario_tasks[1])
+        assert lwf.seen_classes is None  # targets are positions in a task or a head, not classes
+
+
 def test_lwf_domain_il_distils_all_outputs():
     tasks = data.split_mnist(2, "domain", train_size=TRAIN, test_size=TEST)
     model, lwf = _model(tasks), LwF()
@@ -324,7 +382,7 @@ def test_runner_runs_lwf_with_its_options(capsys):
     assert cli.main(RUN + ["--strategy", "lwf", "--lwf-alpha", "1", "--temperature", "3", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["strategy"] == "lwf" and out["scenario"] == "task"
-    assert out["hparams"] == {"lwf_alpha": 1.0, "temperature": 3.0}
+    assert out["hparams"] == {"lwf_alpha": 1.0, "temperature": 3.0, "outputs": "all"}
     assert len(out["acc_matrix"]) == 2 and out["acc_matrix"][1][1] > 0.6
 
 

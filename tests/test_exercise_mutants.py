@@ -36,6 +36,7 @@ NAMED_MISTAKES = {
     "choose_on_validation": lesson07.CHOOSE_MISTAKES,
     "perplexity_from_logits": lesson08.MISTAKES,
     "l2_to_start": lesson09.MISTAKES,
+    "replay_schedule": lesson09.SCHEDULE_MISTAKES,
     "old_domain_rise": lesson10.MISTAKES,
 }
 

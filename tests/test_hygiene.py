@@ -62,7 +62,7 @@ def test_ends_with_a_summary_and_questions(path):
     assert re.search(r"^#+\s*Check yourself", text, re.M | re.I), f"{path.name}: no 'Check yourself' questions"
 
 
-TIERED_HINTS = [p for p in LESSONS if int(p.name[:2]) <= 7]  # lessons 00-07; the language-model lessons come later
+TIERED_HINTS = LESSONS
 HINT = re.compile(r"<details><summary>Hint (\d+): [^<]+</summary>")
 
 
@@ -90,3 +90,17 @@ def test_every_exercise_has_tiered_hints_that_are_not_the_solution(path):
         lines = [ln.strip() for ln in code.group(1).splitlines() if len(ln.strip()) > 12] if code else []
         for line in lines:
             assert not any(line in h for h in hints), f"{path.name} {cell_id}: a hint gives away the solution: {line}"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_predicts_answers_and_cites(path):
+    cells = load(path)["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    markdown = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    assert re.search(r"^predict(ed|ion)\w* = None", code, re.M), \
+        f"{path.name}: no prediction cell (a variable predicted_<what> = None for the learner to fill in)"
+    assert "checks.prediction(" in code, f"{path.name}: no check compares a prediction with the learner's run"
+    assert re.search(r"<summary>[^<]*[Aa]nswer", markdown), f"{path.name}: no collapsed model answers"
+    assert re.search(r"^## References", markdown, re.M), f"{path.name}: no References section"
+    last = [c for c in cells if c["cell_type"] == "markdown"][-1]
+    assert "".join(last["source"]).startswith("## References"), f"{path.name}: the References section is not last"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from dataclasses import replace
 
 import matplotlib
@@ -94,7 +95,7 @@ def test_own_answers_are_cached_per_model(tok, data_dir, monkeypatch, tmp_path):
     tok.save_pretrained(folder)
     first = lab.own_answers(model, tok, max_new_tokens=4, model_name=str(folder), verbose=False)
     assert len(first) == 20 and all(d.text.startswith("Question: ") for d in first)
-    cached = list((data_dir / "lm-runs").glob("own-answers-heldout-4-*.json"))
+    cached = list(lab.runs_dir().glob("own-answers-heldout-4-*.json"))
     assert len(cached) == 1
 
     def no_generation(*args, **kwargs):
@@ -323,18 +324,28 @@ def test_record_tells_the_story_over_seeds_and_chooses_stage_2s_rate_on_validati
     step = dict(steps=2, batch_size=2, trainable_layers=1, gradient_checkpointing=False)
     s = replace(lab.settings(), block_len=16, headline_blocks=2, other_blocks=1, validation_blocks=2, questions=2,
                 seeds=(0, 1), lr_grid=(5e-2, 1e-3), medical=ft.FinetuneConfig(lr=1e-2, **step),
-                legal=ft.FinetuneConfig(lr=1e-2, seed=100, **step))
+                legal=ft.FinetuneConfig(lr=1e-2, seed=100, **step), long_steps=4, checkpoint_every=3)
     rec = lab.record(s, verbose=False)
     assert [x["seed"] for x in rec["seeds"]] == [0, 1] and len(rec["lr_sweep"]) == 2
-    assert rec["best_lr"] == min(rec["lr_sweep"], key=lambda p: p["validation_ppl"])["lr"]
+    assert rec["best_lr"] == min(rec["lr_sweep"], key=lambda p: p["validation_long"])["lr"]
+    assert rec["chosen_at_step"] == 4
+    assert [r["step"] for r in rec["lr_sweep"][0]["trajectory"]] == [2, 3, 4], "every 3 steps, at 2 and at the end"
+    assert all("validation" in r for r in rec["lr_sweep"][0]["trajectory"])
     seed0 = rec["seeds"][0]
     assert seed0["numbers"] == lab.story_numbers(rec["pretrained"]["ppl"], seed0["stage1"], seed0["stage2"])
     assert rec["summary"]["medical_rise"]["values"] == [x["numbers"]["medical_rise"] for x in rec["seeds"]]
+    assert seed0["numbers_long"] == lab.story_numbers(rec["pretrained"]["ppl"], seed0["stage1"], seed0["stage2_long"])
+    assert rec["summary"]["long"]["gain_lost"]["values"] == [x["numbers_long"]["gain_lost"] for x in rec["seeds"]]
+    assert {"change2_long", "share2_long"} <= set(seed0["questions"])
+    assert seed0["trajectory"][-1]["medical"] == pytest.approx(seed0["stage2_long"]["medical"])
     assert {"change1", "change2", "share1", "share2"} <= set(seed0["questions"])
     runs = tmp_path / "runs"
     assert (runs / lab.STAGE1 / MANIFEST).is_file() and (runs / lab.STAGE2 / MANIFEST).is_file()
     assert not (runs / "record-medical-s1").exists(), "the other seeds' models are not kept"
     assert lab.saved_run(lab.STAGE2).start == lab.STAGE1
+    assert lab.saved_run(lab.STAGE2).after == seed0["stage2"], "the saved model is the run at the lessons' length"
+    assert lab.reuse(lab.STAGE2, lab.stage2_config(s, rec["best_lr"]), start=lab.STAGE1,
+                     blocks=lab.held_out(lab.load_model()[1], s)) is not None
     assert lab.load_record()["source"] == "your own record"
 
 
@@ -347,7 +358,33 @@ def test_sweep_trains_each_cure_from_the_medical_model_and_writes_its_points(tok
     s = replace(lab.settings(), block_len=16, headline_blocks=2, other_blocks=2, replay_blocks=3, self_blocks=2)
     monkeypatch.setattr(lab, "settings", lambda: s)
     grid = [("replay", replace(cfg, replay_ratio=0.5)), ("generative replay", replace(cfg, replay_ratio=0.5))]
-    points = lab.sweep(grid, verbose=False)
+    points = lab.sweep(grid, verbose=False, seeds=(0, 1, 2))
     assert [p["kind"] for p in points] == ["replay", "generative replay"]
-    assert all({"gain", "rise", "ppl_before", "ppl_after", "label"} <= set(p) for p in points)
+    assert all({"gain", "rise", "ppl_before", "per_seed", "label", "rise_range"} <= set(p) for p in points)
+    for p in points:
+        assert [r["seed"] for r in p["per_seed"]] == [0, 1, 2]
+        assert p["rise"] == sorted(r["rise"] for r in p["per_seed"])[1], "the median of three"
+        assert p["gain_range"] == [min(r["gain"] for r in p["per_seed"]), max(r["gain"] for r in p["per_seed"])]
     assert lab.load_sweep() == json.loads(json.dumps(points))  # yours, in this mode, from the runs folder
+
+
+def test_long_run_figure_draws_each_seed_their_median_and_your_run():
+    s1 = {"medical": 30.0, "legal": 30.0}
+    seeds = [{"trajectory": [{"step": 50, "medical": 31.0 + k, "legal": 24.0}, {"step": 100, "medical": 33.0 + k,
+                                                                                "legal": 21.0}]} for k in range(3)]
+    left, right = views.plot_long_run(seeds, [s1] * 3, 50, mine={"medical": 0.05, "legal": 0.2})
+    medians = [line for line in left.lines if line.get_label().startswith("median")]
+    assert len(medians) == 1 and list(medians[0].get_ydata()) == pytest.approx([0, 100 * 2 / 30, 100 * 4 / 30])
+    assert list(right.lines[-3].get_ydata()) == pytest.approx([0, 20, 30]), "legal: the drop, upwards"
+    assert len(left.collections) == 1 and left.collections[0].get_offsets()[0][1] == pytest.approx(5)
+
+
+def test_the_teaching_guide_shows_the_courses_own_record():
+    """The numbers the guide quotes are the shipped record's, as record_table prints them: not typed by hand."""
+    from importlib import resources
+
+    rec = json.loads(resources.files("cfcourse.lm").joinpath("records", "record-full.json").read_text())
+    assert rec["version"] == lab.RECORD_VERSION and len(rec["seeds"]) >= 3
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "teaching.md").read_text()
+    block = guide.split("<!-- lm-record:start -->")[1].split("<!-- lm-record:end -->")[0]
+    assert block.strip() == lab.record_table(rec), "run: python -m cfcourse lm-record --table, and paste it"

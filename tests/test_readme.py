@@ -62,3 +62,19 @@ def test_citation_names_the_same_version():
     text = (ROOT / "CITATION.cff").read_text()
     assert text.startswith("cff-version: 1.2.0") and "\ntitle:" in text and "\nauthors:" in text
     assert f'\nversion: "{cfcourse.__version__}"' in text
+
+
+def test_the_hsu2018_table_is_the_commands_own_output():
+    """The README's table is the rendering of the committed JSON of `reproduce hsu2018 --json`, or empty."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("hsu2018_table", ROOT / "scripts" / "hsu2018_table.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    record = ROOT / "docs" / "results" / "hsu2018.json"
+    block = README[README.index(script.BEGIN): README.index(script.END) + len(script.END)]
+    if record.exists():
+        import json
+        assert block == script.render(json.loads(record.read_text(encoding="utf-8")))
+    else:
+        assert block == f"{script.BEGIN}\n{script.END}", "a table in the README without its JSON record"
+    assert script.replace_block(f"a\n{script.BEGIN}\nold\n{script.END}\nb", "NEW") == "a\nNEW\nb"

@@ -1,5 +1,6 @@
 """Rehearsal: reservoir sampling is uniform, buffers keep their size and balance, replay mixes as asked,
-A-GEM never steps against the memory, and both keep old tasks on real MNIST where naive forgets."""
+GEM's quadratic programme is solved exactly, GEM and A-GEM never step against the memory, and all of them keep
+old tasks on real MNIST where naive forgets."""
 from __future__ import annotations
 
 import json
@@ -12,8 +13,9 @@ from cfcourse import config, data
 from cfcourse.cli import main
 from cfcourse.models import MLP, MultiHeadMLP
 from cfcourse.strategies import make_strategy
-from cfcourse.strategies.rehearsal import (AGEM, ClassBalancedBuffer, Replay, ReservoirBuffer, balanced_quota,
-                                           flat_grad, make_buffer, project_gradient, replay_count,
+from cfcourse.strategies.rehearsal import (AGEM, GEM, ClassBalancedBuffer, Replay, ReservoirBuffer,
+                                           TaskBalancedBuffer, balanced_quota, flat_grad, make_buffer,
+                                           nonnegative_qp, project_gem, project_gradient, replay_count,
                                            reservoir_update)
 from cfcourse.train import run_tasks, sgd
 
@@ -304,11 +306,12 @@ def _run(name: str, tasks, hparams: dict, model_fn, epochs: int, lr: float):
 
 @pytest.fixture(scope="module")
 def permuted_runs() -> dict:
-    """Naive, replay and A-GEM (memory 500) on 2-task permuted MNIST, trained long enough to forget."""
+    """Naive, replay, A-GEM and GEM (memory 500) on 2-task permuted MNIST, trained long enough to forget."""
     tasks = data.permuted_mnist(2, train_size=2000, test_size=500)
     run = dict(tasks=tasks, model_fn=lambda: MLP(hidden=(64,)), epochs=20, lr=0.1)
     return {name: _run(name, hparams=hparams, **run)
-            for name, hparams in (("naive", {}), ("replay", {"buffer_size": 500}), ("agem", {"buffer_size": 500}))}
+            for name, hparams in (("naive", {}), ("replay", {"buffer_size": 500}), ("agem", {"buffer_size": 500}),
+                                  ("gem", {"buffer_size": 500}))}
 
 
 def test_replay_keeps_permuted_mnist_task_1_where_naive_forgets_it(permuted_runs):
@@ -442,6 +445,191 @@ def test_agem_with_an_empty_memory_changes_nothing():
 
 
 # ---------------------------------------------------------------------------------------------------------
+# GEM
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _brute_force_qp(P: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """min 1/2 u'Pu + c'u over u >= 0 by trying every set of coordinates allowed above zero (KKT on each)."""
+    t = len(c)
+    for mask in range(2 ** t):
+        free = [j for j in range(t) if mask >> j & 1]
+        u = torch.zeros(t, dtype=P.dtype)
+        if free:
+            u[free] = torch.linalg.solve(P[free][:, free], -c[free])
+        if (u >= -1e-10).all() and (P @ u + c >= -1e-9).all():  # feasible, and no coordinate wants to rise
+            return u
+    raise AssertionError("no KKT point: P is not positive definite")
+
+
+def _random_case(gen: torch.Generator, t: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Task gradients G (t, n) and a new gradient g (n,), often against several of them at once."""
+    G = torch.randn(t, n, generator=gen, dtype=torch.float64) * torch.rand(t, 1, generator=gen, dtype=torch.float64)
+    g = torch.randn(n, generator=gen, dtype=torch.float64) - G.sum(0) * float(torch.rand(1, generator=gen))
+    return G, g
+
+
+def test_the_gem_dual_is_solved_exactly_against_every_active_set():
+    gen = torch.Generator().manual_seed(0)
+    active = {j: 0 for j in range(5)}
+    for _ in range(3000):
+        t, n = int(torch.randint(1, 5, (1,), generator=gen)), int(torch.randint(4, 30, (1,), generator=gen))
+        G, g = _random_case(gen, t, n)
+        P = G @ G.T + 1e-3 * torch.eye(t, dtype=torch.float64)
+        c = G @ g + float(torch.rand(1, generator=gen)) * P.sum(1)  # a margin shifts the linear term
+        u = nonnegative_qp(P, c)
+        assert torch.allclose(u, _brute_force_qp(P, c), atol=1e-8, rtol=1e-6)
+        active[int((u > 0).sum())] += 1
+    assert all(active[k] > 50 for k in range(4))  # solutions with 0, 1, 2 and 3 tasks constrained were all seen
+
+
+def test_the_gem_projection_is_the_closest_step_that_raises_no_earlier_loss():
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(500):
+        t, n = int(torch.randint(1, 5, (1,), generator=gen)), int(torch.randint(5, 40, (1,), generator=gen))
+        G, g = _random_case(gen, t, n)
+        z = project_gem(g, G, margin=0.0, eps=0.0)
+        if (G @ g >= 0).all():
+            assert z is g  # nothing to correct
+            continue
+        assert (G @ z >= -1e-9).all()  # feasible: every earlier task's loss rises by at most o(step)
+        v = torch.linalg.lstsq(G.T, z - g).solution  # z - g = G'v with v >= 0 ...
+        assert torch.allclose(G.T @ v, z - g, atol=1e-8) and (v >= -1e-8).all()
+        assert (v * (G @ z)).abs().max() < 1e-8  # ... pushing only along constraints that hold with equality
+        for _ in range(20):  # and no feasible point nearby is closer to g
+            w = z + 0.1 * torch.randn(n, generator=gen, dtype=torch.float64)
+            assert not (G @ w >= 0).all() or (w - g).norm() >= (z - g).norm() - 1e-9
+
+
+def test_gem_with_one_earlier_task_and_no_margin_is_a_gem_projection():
+    g, g_ref = torch.tensor([-1.0, 2.0]), torch.tensor([1.0, 0.0])
+    assert torch.allclose(project_gem(g, g_ref[None], margin=0.0, eps=0.0), project_gradient(g, g_ref))
+    assert torch.allclose(project_gem(g, g_ref[None], margin=0.5, eps=0.0), torch.tensor([0.0, 2.0]))  # v = 1
+    g_weak = torch.tensor([-0.2, 2.0])  # a slight conflict: v would be 0.2, the margin raises it to 0.5
+    assert torch.allclose(project_gem(g_weak, g_ref[None], margin=0.5, eps=0.0), torch.tensor([0.3, 2.0]))
+    g_ok = torch.tensor([1.0, 2.0])
+    assert project_gem(g_ok, g_ref[None], margin=0.5) is g_ok  # a margin applies only when a constraint breaks
+
+
+def test_the_gem_solvers_refuse_bad_shapes_and_values():
+    with pytest.raises(ValueError, match=r"P must be square \(t, t\) and c of shape \(t,\)"):
+        nonnegative_qp(torch.eye(2), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"G must be \(tasks, n\) and g \(n,\), got \(2, 3\) and \(4,\)"):
+        project_gem(torch.zeros(4), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="margin and eps must be >= 0"):
+        project_gem(torch.zeros(3), torch.zeros(2, 3), margin=-1.0)
+    with pytest.raises(ValueError, match="gem: gem_batch must be >= 1"):
+        make_strategy("gem", gem_batch=0)
+    with pytest.raises(ValueError, match="gem: margin must be >= 0.0"):
+        make_strategy("gem", margin=-0.1)
+
+
+def test_the_task_balanced_memory_gives_every_task_an_equal_uniform_share():
+    memory = TaskBalancedBuffer(1100, torch.Generator().manual_seed(0))
+    sizes = [6000, 500, 3000, 4000, 2000]  # uneven tasks, one with fewer digits than its share at first
+    for t, n in enumerate(sizes):
+        ids = torch.arange(sum(sizes[:t]), sum(sizes[:t + 1]))
+        memory.add(_id_images(ids), torch.arange(n) % 2, t)
+        held = torch.bincount(memory.contents()[2], minlength=t + 1)
+        assert len(memory) == min(1100, sum(sizes[:t + 1])) and held.sum() == len(memory)
+        # 1100 // (t + 1) each (+-1), less for a task that has fewer to give (500 at t = 1: the first gets 600)
+        assert held.tolist() == balanced_quota(torch.tensor(sizes[: t + 1]), 1100).tolist()
+        assert t != 4 or held.tolist() == [220] * 5
+    first = _ids_of(memory.contents()[0][memory.contents()[2] == 0])
+    assert first.float().mean().sub(3000).abs() < 350  # task 1's 220 are spread over its 6,000, not its first
+
+
+class SpyGEM(GEM):
+    """GEM that records, at every step, the gradient before and after before_step and the task gradients."""
+
+    def __init__(self, **hparams):
+        super().__init__(**hparams)
+        self.records: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def task_gradients(self, model, params):
+        self._G = super().task_gradients(model, params)
+        return self._G
+
+    def before_step(self, model):
+        params = [p for p in model.parameters() if p.requires_grad]
+        g_before, self._G = flat_grad(params).clone(), None
+        super().before_step(model)
+        if self._G is not None:
+            self.records.append((g_before, flat_grad(params).clone(), self._G))
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.5])
+def test_gem_steps_raise_no_earlier_tasks_memory_loss_in_real_training(margin):
+    tasks = data.split_mnist(3, "task", train_size=3000, test_size=100)
+    config.set_seed(0)
+    gem = SpyGEM(buffer_size=300, gem_batch=50, margin=margin)
+    run_tasks(MultiHeadMLP(hidden=(64,), n_heads=3), tasks, gem, sgd(0.1), epochs=2, progress=False)
+    steps = sum(2 * -(-len(task.train_y) // 128) for task in tasks[1:])  # every step of tasks 2 and 3, none of 1
+    assert len(gem.records) == gem.steps == steps
+    assert {len(G) for _, _, G in gem.records} == {1, 2}  # one constraint per earlier task
+    projected = pushed = 0
+    for g_before, g_after, G in gem.records:
+        dots = G @ g_after
+        if (G @ g_before >= 0).all():
+            assert torch.equal(g_after, g_before)
+            continue
+        projected += 1
+        # eps = 1e-3 in the dual lets a constraint slip by at most eps * v_k; v_k stays of order 1 here
+        assert (dots >= -1e-2 * (1 + margin)).all(), dots
+        pushed += bool((dots > 1e-3).all())  # every earlier task's loss falls, not only stays
+    assert projected == gem.projections > 0
+    # the margin adds at least margin * g_k for every task, so a slight conflict ends well inside the constraints
+    assert pushed > projected / 4 if margin > 0 else pushed < projected / 4
+
+
+def test_gem_takes_each_tasks_gradient_through_its_own_head_on_its_own_samples():
+    tasks = data.split_mnist(3, "task", train_size=3000, test_size=100)
+    calls = []
+
+    class SpyHeads(MultiHeadMLP):
+        def forward(self, x, task_id):
+            calls.append(task_id)
+            return super().forward(x, task_id)
+
+    config.set_seed(0)
+    gem = make_strategy("gem", buffer_size=200, gem_batch=40)
+    model = SpyHeads(hidden=(16,), n_heads=3)
+    run_tasks(model, tasks[:2], gem, epochs=1, progress=False)
+    gem.before_task(model, tasks[2])  # memory now holds tasks 1 and 2, 100 each
+    calls.clear()
+    G = gem.task_gradients(model, list(model.parameters()))
+    assert G.shape == (2, sum(p.numel() for p in model.parameters()))
+    assert [c.tolist() for c in calls] == [[0] * 40, [1] * 40]
+
+
+def test_gem_forgets_less_than_naive_on_permuted_mnist(permuted_runs):
+    naive, gem = permuted_runs["naive"], permuted_runs["gem"]
+    assert gem.R[0][0] == naive.R[0][0]  # GEM does nothing while memory is empty
+    assert gem.forgetting[0] < naive.forgetting[0] / 2
+    assert gem.R[1][1] > naive.R[1][1] - 0.03
+
+
+def test_gem_with_an_empty_memory_changes_nothing():
+    gem = make_strategy("gem", buffer_size=0)
+    model = MLP(hidden=(8,))
+    gem.before_task(model, data.split_mnist(1, "class", train_size=100, test_size=10)[0])
+    model(torch.rand(4, 784)).sum().backward()
+    before = flat_grad(list(model.parameters())).clone()
+    gem.before_step(model)
+    assert torch.equal(flat_grad(list(model.parameters())), before) and gem.steps == 0
+
+
+def test_gem_can_also_replay_its_memory_as_hsu_et_al_did():
+    gem = make_strategy("gem", buffer_size=100, replay_ratio=0.5)
+    task = data.split_mnist(1, "class", train_size=500, test_size=10)[0]
+    gem.after_task(MLP(hidden=(8,)), task)
+    x, y, ids = gem.transform_batch(torch.rand(16, 784), torch.zeros(16, dtype=torch.long), 1)
+    assert len(x) == len(y) == 32 and ids.tolist() == [1] * 16 + [0] * 16
+    x, *_ = make_strategy("gem", buffer_size=100).transform_batch(torch.rand(16, 784), torch.zeros(16), 1)
+    assert len(x) == 16  # GEM as published trains on the new batch only
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The runner
 # ---------------------------------------------------------------------------------------------------------
 
@@ -472,9 +660,18 @@ def test_cli_refuses_buffer_size_for_a_strategy_without_memory(capsys):
     with pytest.raises(SystemExit) as info:  # a usage error: exit 2 with the usage line
         main([*RUN, "--strategy", "naive", "--buffer-size", "200"])
     assert info.value.code == 2
-    assert "--buffer-size applies to agem, replay, not to --strategy naive" in capsys.readouterr().err
+    assert "--buffer-size applies to agem, gem, replay, not to --strategy naive" in capsys.readouterr().err
+
+
+def test_cli_runs_gem(capsys):
+    argv = [*RUN, "--strategy", "gem", "--buffer-size", "300", "--gem-batch", "32", "--margin", "0", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["hparams"] == {"buffer_size": 300, "gem_batch": 32, "margin": 0.0, "replay_ratio": 0.0}
+    assert out["acc_matrix"][1][0] > 0.3  # naive is at 0% here
 
 
 def test_strategies_are_registered_and_repr():
     assert isinstance(make_strategy("replay"), Replay) and isinstance(make_strategy("agem"), AGEM)
+    assert isinstance(make_strategy("gem"), GEM)
     assert repr(make_strategy("replay")) == "Replay(buffer_size=1100, buffer='reservoir', replay_ratio=0.5)"

@@ -5,7 +5,8 @@ from cfcourse import reproduce as rep
 from cfcourse.strategies import STRATEGIES, make_strategy
 
 
-def test_every_method_we_run_is_a_registered_strategy_with_valid_settings():
+def test_every_published_method_runs_as_a_registered_strategy_with_valid_settings():
+    assert list(rep.METHODS) == list(rep.HSU2018)  # every row of the published table, GEM included
     for method in rep.METHODS:
         assert method in rep.HSU2018
         for scenario in rep.SCENARIOS:
@@ -18,8 +19,9 @@ def test_settings_differ_per_scenario_where_the_authors_tuned_them_and_refuse_un
     assert rep.settings("EWC", "class") == ("ewc", {"ewc_lambda": 1200.0})
     assert rep.settings("EWC", "task") == ("ewc", {"ewc_lambda": 200.0})
     assert rep.settings("replay, 1,100 samples", "domain") == ("replay", {"buffer_size": 1100})
-    with pytest.raises(ValueError, match="unknown method 'GEM'; choose one of fine-tune"):
-        rep.settings("GEM", "task")
+    assert rep.settings("GEM", "class") == ("gem", {"buffer_size": 1100, "margin": 0.5})
+    with pytest.raises(ValueError, match="unknown method 'MAS'; choose one of fine-tune"):
+        rep.settings("MAS", "task")
     with pytest.raises(ValueError, match="unknown scenario 'instance'; choose one of task, domain, class"):
         rep.settings("EWC", "instance")
 
@@ -115,3 +117,30 @@ def test_cli_json_carries_cells_settings_and_times(monkeypatch, capsys):
         (m, s) for m in ("fine-tune", "EWC") for s in rep.SCENARIOS]
     assert all(c["seconds"] > 0 and len(c["ours"]) == 1 for c in out["cells"])
     assert out["settings"]["EWC"] == {"strategy": "ewc", "hparams": rep.METHODS["EWC"][1]}
+
+
+def test_the_readme_table_has_every_cell_its_spread_the_paper_and_the_verdict():
+    cells = [rep.Cell("fine-tune", "task", [97.08, 90.99, 93.83], 93.46),
+             rep.Cell("LwF", "domain", [76.0, 75.0, 77.0], 71.02), rep.Cell("GEM", "class", [91.5], 92.20)]
+    text = rep.markdown_table(cells)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 3
+    se = rep.standard_error(cells[0].ours)
+    assert f"| fine-tune | task-IL | {cells[0].mean:.2f} ± {se:.2f} | {cells[0].half_width:.2f} | 93.46 | agrees |" \
+        in text
+    assert "| LwF | domain-IL | 76.00 ± 0.58 | 2.48 | 71.02 | differs by +4.98 (note 1) |" in text
+    assert "| GEM | class-IL | 91.50 ± 0.00 | 0.00 | 92.20 | agrees |" in text
+    assert "1. LwF, domain-IL: " + rep.NOTES[("LwF", "domain")] in text and "standard error" in text
+    assert rep.notes_for(cells) == ["LwF, domain-IL: " + rep.NOTES[("LwF", "domain")]]
+
+
+def test_a_cell_survives_its_json():
+    cell = rep.Cell("EWC", "class", [19.8, 19.7], 19.80, 12.5)
+    back = rep.Cell.from_dict(cell.to_dict())
+    assert (back.method, back.scenario, back.ours, back.published, back.seconds) == ("EWC", "class", [19.8, 19.7],
+                                                                                      19.8, 12.5)
+
+
+def test_every_note_is_about_a_cell_of_the_table():
+    for method, scenario in rep.NOTES:
+        assert method in rep.HSU2018 and scenario in rep.SCENARIOS

@@ -1,14 +1,20 @@
-"""Exercise of lesson 09: the L2-to-start penalty, the pull that keeps fine-tuned weights near the pretrained ones.
+"""Exercises of lesson 09: replay's schedule (how many old blocks each batch carries, so that the share over a run
+is exact) and the L2-to-start penalty, the pull that keeps fine-tuned weights near the pretrained ones.
 
-Checked against `cfcourse.lm.cures.l2_penalty` (strength/2 · Σ (w − w_start)²)
-on tensors of several shapes, and for a gradient that autograd can follow.
+The schedule is checked by what makes it right, so any correct way of writing it passes: one count per step,
+none above the batch size, exactly floor(steps · batch_size · ratio) old blocks in all, and never more than one
+block ahead of or behind the ratio at any step. The penalty is checked against `cfcourse.lm.cures.l2_penalty`
+(strength/2 · Σ (w − w_start)²) on tensors of several shapes, and for a gradient that autograd can follow.
 """
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Callable
 
 import torch
 
+from ..lm import cures
 from ..lm.cures import l2_penalty
 from . import Exercise, Verdict, check, close
 
@@ -135,4 +141,112 @@ check.register(Exercise(
          "(no .item()) so that autograd can follow it",
     verify_fn=verify,
     wrong_answers=[mistake for mistake, _ in MISTAKES] + [detached_weights, returned_a_number, start_changed_in_place],
+))
+
+
+# --- replay's schedule -------------------------------------------------------------------------------------------
+
+def replay_schedule(steps: int, batch_size: int, ratio: float) -> list[int]:
+    """The reference: old blocks in each step's batch, spread evenly so that the run's share is exactly `ratio`."""
+    return cures.replay_schedule(steps, batch_size, ratio)
+
+
+SCHEDULE_CASES = [(50, 2, 0.25), (50, 2, 0.5), (10, 4, 0.3), (10, 4, 0.4), (7, 3, 0.0), (12, 8, 0.9), (100, 2, 0.1),
+                  (9, 1, 0.5)]
+
+
+def _exact(steps: int, batch_size: int, ratio: float) -> int:
+    return math.floor(steps * batch_size * ratio + 1e-9)
+
+
+def _front_loaded(steps, b, r):
+    left, out = _exact(steps, b, r), []
+    for _ in range(steps):
+        out.append(min(b, left))
+        left -= out[-1]
+    return out
+
+
+SCHEDULE_MISTAKES = [
+    (_named("rounded_per_step", lambda n, b, r: [round(b * r)] * n),
+     "it looks like each step rounds batch_size · ratio on its own: with 2 blocks and a ratio of 0.25 that is "
+     "round(0.5) = 0 at every step, and nothing is ever replayed. Round the running total instead, and let each "
+     "step take what the total has grown by"),
+    (_named("ceil_per_step", lambda n, b, r: [math.ceil(b * r)] * n),
+     "it looks like each step rounds batch_size · ratio up: every step replays at least one block, far more than "
+     "the ratio asks. Round the running total, not each step"),
+    (_named("floor_per_step", lambda n, b, r: [math.floor(b * r)] * n),
+     "it looks like each step rounds batch_size · ratio down: the fractions are thrown away at every step, so a "
+     "ratio below 1 / batch_size replays nothing. Round the running total, not each step"),
+    (_named("all_at_the_start", _front_loaded),
+     "the total is right, but all the old text comes first and none at the end: the model practises medicine, "
+     "then forgets it again over the steps without any. Spread the blocks: after s steps, about s · batch_size · "
+     "ratio of them"),
+    (_named("all_at_the_end", lambda n, b, r: _front_loaded(n, b, r)[::-1]),
+     "the total is right, but all the old text comes at the end: for most of the run nothing is replayed. Spread "
+     "the blocks: after s steps, about s · batch_size · ratio of them"),
+    (_named("whole_batches", lambda n, b, r: [b if r and (s + 1) % max(1, round(1 / r)) == 0 else 0
+                                               for s in range(n)]),
+     "it looks like whole batches of old text every so many steps, instead of old blocks mixed into every "
+     "batch: the counts jump between 0 and the batch size. Spread the blocks: never more than one block ahead of "
+     "the ratio"),
+    (_named("running_total", lambda n, b, r: [math.floor((s + 1) * b * r + 1e-9) for s in range(n)]),
+     "it looks like the running total (how many old blocks so far) where each step's own count belongs: take "
+     "the difference between the total after this step and after the one before"),
+    (_named("new_blocks", lambda n, b, r: [b - c for c in cures.replay_schedule(n, b, r)]),
+     "it looks like the number of *new* blocks in each batch; return how many are old text"),
+]
+
+
+def _random_draws(steps, batch_size, ratio):
+    """Each block old with probability `ratio`: right on average, never exact, and different every call."""
+    return [sum(random.random() < ratio for _ in range(batch_size)) for _ in range(steps)]
+
+
+def verify_schedule(fn: Callable) -> Verdict:
+    """Check the learner's schedule by the properties that make it right, naming a known mistake it matches."""
+    for steps, b, r in SCHEDULE_CASES:
+        got = fn(steps, b, r)
+        if got is None:
+            return Verdict(False, "replay_schedule returned None: did you forget the `return`?")
+        try:
+            counts = [int(c) for c in got]
+        except (TypeError, ValueError):
+            return Verdict(False, f"return a list of whole numbers, one per step; got {repr(got)[:80]}")
+        if any(c != x for c, x in zip(counts, got)):
+            return Verdict(False, f"return whole numbers of blocks; got {repr(got)[:80]}")
+        case = f"{steps} steps, batches of {b}, ratio {r}"
+        found = [(m, why) for m, why in SCHEDULE_MISTAKES if counts == list(m(steps, b, r))]
+        if len(found) > 1:  # two mistakes agree here (round(0.5) is 0, like floor): the one fn is on every case
+            found = [(m, why) for m, why in found
+                     if all(list(m(*c)) == [int(x) for x in fn(*c)] for c in SCHEDULE_CASES)] or found
+        why = found[0][1] if found else None
+        problem = None
+        if len(counts) != steps:
+            problem = f"{len(counts)} counts, one per step expected ({steps})"
+        elif any(c < 0 or c > b for c in counts):
+            problem = f"a count outside 0..{b}: {counts[:12]}"
+        elif sum(counts) != _exact(steps, b, r):
+            problem = (f"{sum(counts)} old blocks in all, expected exactly floor({steps} · {b} · {r}) = "
+                       f"{_exact(steps, b, r)}")
+        elif any(abs(sum(counts[:k]) - k * b * r) >= 1 + 1e-9 for k in range(1, steps + 1)):
+            problem = f"the old blocks are not spread evenly: {counts[:16]}{' ...' if steps > 16 else ''}"
+        elif counts != [int(c) for c in fn(steps, b, r)]:
+            problem = "two calls gave two different schedules"
+        if problem is not None:
+            if why is None and counts != [int(c) for c in fn(steps, b, r)]:
+                why = ("it looks like random draws: right on average, but the share is never exact and changes "
+                       "from run to run, so two runs of a cure cannot be compared. Compute the counts from the "
+                       "running total instead")
+            return Verdict(False, f"on {case}: {problem}" + (f"; {why}" if why else ""))
+    return Verdict(True, "every case has exactly the ratio's share of old blocks, spread evenly over the steps")
+
+
+check.register(Exercise(
+    name="replay_schedule",
+    reference=replay_schedule,
+    hint="keep a running total: after step s the run should have replayed floor((s + 1) · batch_size · ratio) "
+         "blocks; each step replays the difference from the total after the step before",
+    verify_fn=verify_schedule,
+    wrong_answers=[mistake for mistake, _ in SCHEDULE_MISTAKES] + [_random_draws],
 ))

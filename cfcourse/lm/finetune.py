@@ -119,12 +119,14 @@ def _checkpointing(model, on: bool) -> None:
 
 
 def finetune(model, train_blocks: torch.Tensor, cfg: FinetuneConfig | None = None, old_blocks=None,
-             on_step=None) -> dict:
+             on_step=None, schedule=None) -> dict:
     """Train `model` on random batches of `train_blocks` (n_blocks, block_len), with the cures `cfg` switches on.
 
     `old_blocks` (n, block_len) is old-domain text (real, or `cures.self_generated_blocks`): replayed when
     `cfg.replay_ratio` > 0, and the Fisher sample when `cfg.ewc` > 0. `on_step(step, loss, model)` is called
-    after every step (e.g. to record perplexities as training goes). The model is trained in place; with LoRA
+    after every step (e.g. to record perplexities as training goes). `schedule(steps, batch_size, ratio)` gives
+    the number of old blocks in each step's batch (default `cures.replay_schedule`; lesson 09 passes the
+    learner's own). The model is trained in place; with LoRA
     the adapters are merged into its weights at the end (with `cfg.merge_lora` False, "model" is peft's model,
     whose adapter `with model.disable_adapter():` switches off). Returns the losses, the seconds and the config, and
     under "model" the trained model (the same object that was passed in).
@@ -157,7 +159,9 @@ def finetune(model, train_blocks: torch.Tensor, cfg: FinetuneConfig | None = Non
         _checkpointing(model, True)
     opt = adafactor(params, cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
-    schedule = cures.replay_schedule(cfg.steps, cfg.batch_size, cfg.replay_ratio)
+    schedule = [int(n) for n in (schedule or cures.replay_schedule)(cfg.steps, cfg.batch_size, cfg.replay_ratio)]
+    if len(schedule) != cfg.steps or not all(0 <= n <= cfg.batch_size for n in schedule):
+        raise ValueError(f"a replay schedule gives one count per step ({cfg.steps}), each in 0..{cfg.batch_size}")
     losses, start = [], time.perf_counter()
     trained.train()
     try:

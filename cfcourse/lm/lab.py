@@ -54,6 +54,8 @@ class LabSettings:
     replay_blocks: int  # medical training blocks kept for replay and the Fisher (lesson 09)
     self_blocks: int  # blocks of the model's own text for generative replay (lesson 09)
     own_tokens: int  # length of the model's own answers (the own-answers domain of the report)
+    long_steps: int  # stage 2's length in the record (lm-record): how forgetting goes on as training on law goes on
+    checkpoint_every: int  # steps between measurements of the record's stage 2
 
     @property
     def finetune(self) -> FinetuneConfig:
@@ -68,14 +70,16 @@ def settings() -> LabSettings:
                          medical=FinetuneConfig(steps=50, batch_size=2, lr=3.25e-4, gradient_checkpointing=False),
                          legal=FinetuneConfig(steps=50, batch_size=2, lr=3.25e-4, gradient_checkpointing=False,
                                               seed=100),
-                         lr_grid=(1.3e-3, 6.5e-4, 3.25e-4, 1.6e-4), questions=24, seeds=(0, 1, 2),
-                         record_every=10, record_blocks=1, replay_blocks=256, self_blocks=12, own_tokens=64),
+                         lr_grid=(6.5e-4, 3.25e-4, 1.6e-4, 8e-5), questions=24, seeds=(0, 1, 2),
+                         record_every=10, record_blocks=1, replay_blocks=256, self_blocks=12, own_tokens=64,
+                         long_steps=200, checkpoint_every=50),
         fast=LabSettings(block_len=64, headline_blocks=8, other_blocks=4, validation_blocks=4,
                          medical=FinetuneConfig(steps=16, batch_size=2, lr=5e-4, gradient_checkpointing=False),
                          legal=FinetuneConfig(steps=16, batch_size=2, lr=8e-4, gradient_checkpointing=False,
                                               seed=100),
                          lr_grid=(1.6e-3, 8e-4), questions=12, seeds=(0,),
-                         record_every=4, record_blocks=2, replay_blocks=64, self_blocks=4, own_tokens=48),
+                         record_every=4, record_blocks=2, replay_blocks=64, self_blocks=4, own_tokens=48,
+                         long_steps=32, checkpoint_every=16),
     )
 
 
@@ -228,8 +232,10 @@ class Run:
 
 def train(model, tokenizer, cfg: FinetuneConfig, before: dict[str, float], blocks: dict[str, torch.Tensor],
           name: str = "run", domain: str = NEW_DOMAIN, old_blocks: torch.Tensor | None = None,
-          record: dict | None = None, save: bool = True, verbose: bool = True, start: str = DEFAULT_MODEL) -> Run:
+          record: dict | None = None, save: bool = True, verbose: bool = True, start: str = DEFAULT_MODEL,
+          schedule=None) -> Run:
     """Fine-tune `model` (which is `start`) on `domain` with `cfg`, measure it on `blocks`, save it as `name`.
+    `schedule` is replay's schedule, passed to finetune (default: cures.replay_schedule).
 
     `record` = {"blocks": {domain: small blocks}, "prompt": a question, "every": steps} snapshots the model during
     training (lesson 08's slider); the snapshot at step 0 is the model before training.
@@ -248,7 +254,8 @@ def train(model, tokenizer, cfg: FinetuneConfig, before: dict[str, float], block
         on_step = lambda step, loss, m: snap(step + 1, loss, m) if (step + 1) % every == 0 else None  # noqa: E731
     t0 = time.perf_counter()
     block_len = next(iter(blocks.values())).shape[1]
-    result = finetune(model, train_text(tokenizer, domain, block_len), cfg, old_blocks=old_blocks, on_step=on_step)
+    result = finetune(model, train_text(tokenizer, domain, block_len), cfg, old_blocks=old_blocks, on_step=on_step,
+                      schedule=schedule)
     after = measure(result["model"], blocks)
     run = Run(name, result["config"], dict(before), after, result["losses"], time.perf_counter() - t0, snapshots,
               domain=domain, blocks={d: list(b.shape) for d, b in blocks.items()}, start=start)
@@ -333,6 +340,7 @@ def reuse(name: str, cfg: FinetuneConfig, blocks: dict[str, torch.Tensor] | None
 
 STAGE1, STAGE2 = "lesson08-medical", "lesson08-legal"  # the saved models of lesson 08 (seed 0)
 RECORD_FILE = "record-{mode}.json"
+RECORD_VERSION = 2  # 2: stage 2 run on to long_steps, measured as it goes; a record of another version is not read
 BASELINE_VERSION = 2  # raise when what baseline() measures changes, so an older cached baseline is not read
 
 
@@ -389,18 +397,67 @@ def _save_json(path: Path, data: dict) -> None:
     write_atomic(path, json.dumps(data, indent=1).encode())
 
 
+def long_stage2(model, tokenizer, cfg: FinetuneConfig, s: LabSettings, blocks: dict[str, torch.Tensor],
+                before: dict[str, float], val: torch.Tensor | None = None, questions: list | None = None,
+                save_as: str | None = None, start: str = STAGE1, verbose: bool = True) -> dict:
+    """Stage 2 with `cfg` run on to s.long_steps steps, measured as it goes.
+
+    Every s.checkpoint_every steps: the held-out perplexity of the headline domains (and of the legal validation
+    blocks `val`, if given). At cfg.steps, the lessons' length: every domain of `blocks` and the `questions`, and
+    the model saved as `save_as` (a run that lessons 09 and 10 reuse as if it had stopped there: the first
+    cfg.steps steps of a longer run are exactly a run of cfg.steps, same batches, same optimiser steps). At the
+    end: every domain and the questions again.
+    """
+    if s.long_steps < cfg.steps:
+        raise ValueError(f"long_steps ({s.long_steps}) must be at least the lessons' {cfg.steps} steps")
+    headline = {d: blocks[d] for d in HEADLINE}
+    trajectory, losses, out = [], [], {}
+    t0 = time.perf_counter()
+
+    def checkpoint(step, loss, m):
+        losses.append(loss)
+        k = step + 1
+        if k % s.checkpoint_every and k not in (cfg.steps, s.long_steps):
+            return
+        row = {"step": k, **measure(m, headline)}
+        if val is not None:
+            row["validation"] = perplexity(m, val)
+        trajectory.append(row)
+        if k == cfg.steps:
+            out["after"] = measure(m, blocks)
+            out["questions"] = ask(m, tokenizer, questions) if questions else None
+            if save_as is not None:
+                run = Run(save_as, asdict(cfg), dict(before), out["after"], list(losses), time.perf_counter() - t0,
+                          domain=NEW_DOMAIN, blocks={d: list(b.shape) for d, b in blocks.items()}, start=start)
+                save_model(m, tokenizer, save_as, run)
+
+    block_len = next(iter(blocks.values())).shape[1]
+    finetune(model, train_text(tokenizer, NEW_DOMAIN, block_len), replace(cfg, steps=s.long_steps),
+             on_step=checkpoint)
+    out["after_long"] = measure(model, blocks)
+    out["questions_long"] = ask(model, tokenizer, questions) if questions else None
+    out.update(trajectory=trajectory, seconds=time.perf_counter() - t0)
+    if verbose:
+        print(f"stage 2 at {cfg.label()}, {s.long_steps} steps in {out['seconds']:.0f} s: " + "; ".join(
+            f"step {r['step']}: " + ", ".join(f"{d} {r[d]:.1f}" for d in HEADLINE) for r in trajectory))
+    return out
+
+
 def choose_lr(tokenizer, start: str, s: LabSettings, blocks: dict[str, torch.Tensor], before: dict,
               verbose: bool = True) -> list[dict]:
-    """Stage 2 from the model `start` at every learning rate of s.lr_grid (seed 0): legal validation
-    perplexity, and every held-out perplexity, per learning rate."""
+    """Stage 2 from the model `start` at every learning rate of s.lr_grid (seed 0), each run on to s.long_steps:
+    legal validation perplexity at every checkpoint, and every held-out perplexity at the lessons' length
+    ("after", "validation_ppl") and at the end ("after_long", "validation_long")."""
     points = []
     for lr in s.lr_grid:
         model, tokenizer = fresh_model(start)
         val = validation(tokenizer, NEW_DOMAIN, s)
-        run = train(model, tokenizer, stage2_config(s, lr), before, blocks, name=f"lr-{lr:g}", save=False,
-                    verbose=verbose, start=start)
-        points.append({"lr": lr, "validation_ppl": perplexity(model, val), "after": run.after,
-                       "seconds": run.seconds, "config": run.config})
+        cfg = stage2_config(s, lr)
+        run = long_stage2(model, tokenizer, cfg, s, blocks, before, val=val, start=start, verbose=verbose)
+        at = {r["step"]: r["validation"] for r in run["trajectory"]}
+        points.append({"lr": lr, "validation_ppl": at[cfg.steps], "after": run["after"],
+                       "validation_long": at[s.long_steps], "after_long": run["after_long"],
+                       "trajectory": run["trajectory"], "seconds": run["seconds"], "config": asdict(cfg)})
         del model
     return points
 
@@ -430,17 +487,20 @@ def _record_header(s: LabSettings, blocks: dict, questions: list, base: dict) ->
 
     import transformers
 
-    return {"mode": config.mode_name(), "created": time.strftime("%Y-%m-%d"), "command": "python -m cfcourse lm-record",
+    return {"version": RECORD_VERSION, "mode": config.mode_name(), "created": time.strftime("%Y-%m-%d"),
+            "command": "python -m cfcourse lm-record",
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
             "settings": {"medical": asdict(s.medical), "legal": asdict(s.legal), "lr_grid": list(s.lr_grid),
+                         "long_steps": s.long_steps, "checkpoint_every": s.checkpoint_every,
                          "blocks": {d: list(b.shape) for d, b in blocks.items()}, "questions": len(questions)},
             "pretrained": {"ppl": base["ppl"], "questions": qs.summarise(base["questions"])}, "seeds": []}
 
 
 def _record_seed(rec: dict, s: LabSettings, seed: int, blocks: dict, questions: list, base: dict,
                  verbose: bool) -> dict:
-    """Both stages of one seed; the first seed also chooses stage 2's learning rate (into `rec`)."""
+    """Both stages of one seed, stage 2 run on to s.long_steps; the first seed also chooses stage 2's learning rate
+    (into `rec`): the one with the lowest legal validation perplexity at the end of the long run."""
     model, tokenizer = fresh_model()
     name = STAGE1 if seed == 0 else f"record-medical-s{seed}"
     run1 = train(model, tokenizer, stage1_config(s, seed), base["ppl"], blocks, name=name, domain=FIRST_DOMAIN,
@@ -449,30 +509,69 @@ def _record_seed(rec: dict, s: LabSettings, seed: int, blocks: dict, questions: 
     if "best_lr" not in rec:
         del model
         rec["lr_sweep"] = choose_lr(tokenizer, name, s, blocks, run1.after, verbose)
-        rec["best_lr"] = min(rec["lr_sweep"], key=lambda p: p["validation_ppl"])["lr"]
+        rec["best_lr"] = min(rec["lr_sweep"], key=lambda p: p["validation_long"])["lr"]
+        rec["chosen_at_step"] = s.long_steps
         model, tokenizer = fresh_model(name)
-    run2 = train(model, tokenizer, stage2_config(s, rec["best_lr"], seed), run1.after, blocks,
-                 name=STAGE2, save=seed == 0, verbose=verbose, start=name)
-    q2 = ask(model, tokenizer, questions)
+    run2 = long_stage2(model, tokenizer, stage2_config(s, rec["best_lr"], seed), s, blocks, run1.after,
+                       questions=questions, save_as=STAGE2 if seed == 0 else None, start=name, verbose=verbose)
+    q2, q_long = run2["questions"], run2["questions_long"]
     del model
     if seed != 0:
         remove_run(name)
-    return {"seed": seed, "stage1": run1.after, "stage2": run2.after,
-            "numbers": story_numbers(base["ppl"], run1.after, run2.after),
+    return {"seed": seed, "stage1": run1.after, "stage2": run2["after"], "stage2_long": run2["after_long"],
+            "trajectory": run2["trajectory"],
+            "numbers": story_numbers(base["ppl"], run1.after, run2["after"]),
+            "numbers_long": story_numbers(base["ppl"], run1.after, run2["after_long"]),
             "questions": {"stage1": qs.summarise(q1), "stage2": qs.summarise(q2),
+                          "stage2_long": qs.summarise(q_long),
                           "change1": qs.paired_change(base["questions"], q1),
                           "change2": qs.paired_change(q1, q2),
+                          "change2_long": qs.paired_change(q1, q_long),
                           "share1": qs.paired_change(base["questions"], q1, "share"),
-                          "share2": qs.paired_change(q1, q2, "share")},
-            "seconds": run1.seconds + run2.seconds}
+                          "share2": qs.paired_change(q1, q2, "share"),
+                          "share2_long": qs.paired_change(q1, q_long, "share")},
+            "seconds": run1.seconds + run2["seconds"]}
 
 
 def _record_summary(seeds: list[dict]) -> dict:
-    """Median and range over seeds of the story's numbers and of the questions' changes."""
+    """Median and range over seeds of the story's numbers (at the lessons' length, and under "long" at the end of
+    the long stage 2) and of the questions' changes."""
     summary = {k: _spread([x["numbers"][k] for x in seeds]) for k in seeds[0]["numbers"]}
     summary.update({f"questions_{k}": _spread([x["questions"][k]["mean"] for x in seeds])
                     for k in ("change1", "change2", "share1", "share2")})
+    summary["long"] = {k: _spread([x["numbers_long"][k] for x in seeds]) for k in seeds[0]["numbers_long"]}
+    summary["long"].update({f"questions_{k}": _spread([x["questions"][f"{k}_long"]["mean"] for x in seeds])
+                            for k in ("change2", "share2")})
     return summary
+
+
+def record_table(rec: dict) -> str:
+    """The record's headline as a Markdown table: each story number's median and range over seeds, at the lessons'
+    length of stage 2 and at the end of the long run (the teaching guide shows it; a test keeps them equal)."""
+    short, long = rec["settings"]["legal"]["steps"], rec["chosen_at_step"]
+    rows = [f"| over {len(rec['seeds'])} seeds, stage 2 at lr {rec['best_lr']:g} | after {short} steps | after {long} "
+            "steps |", "|---|---|---|"]
+    names = {"medical_gain": "stage 1: medical perplexity lower by", "medical_rise": "stage 2: medical perplexity "
+             "higher by", "gain_lost": "stage 2: share of stage 1's medical gain lost",
+             "legal_gain": "stage 2: legal perplexity lower by"}
+
+    def cell(v: dict) -> str:
+        return f"{v['median']:.1%} ({v['min']:.1%} to {v['max']:.1%})"
+
+    for key, name in names.items():
+        rows.append(f"| {name} | {cell(rec['summary'][key])} | "
+                    f"{'same' if key == 'medical_gain' else cell(rec['summary']['long'][key])} |")
+    q1, q2 = rec["summary"]["questions_change1"], rec["summary"]["questions_change2"]
+    ql = rec["summary"]["long"]["questions_change2"]
+    rows.append(f"| medical questions: the right answer's log-likelihood, change in stage 1 (nats) | {q1['median']:+.2f} "
+                f"({q1['min']:+.2f} to {q1['max']:+.2f}) | same |")
+    rows.append(f"| medical questions: the right answer's log-likelihood, change in stage 2 (nats) | {q2['median']:+.2f} "
+                f"({q2['min']:+.2f} to {q2['max']:+.2f}) | {ql['median']:+.2f} ({ql['min']:+.2f} to {ql['max']:+.2f}) |")
+    s2, sl = rec["summary"]["questions_share2"], rec["summary"]["long"]["questions_share2"]
+    rows.append(f"| medical questions: the right answer's share among the options, change in stage 2 (nats) | "
+                f"{s2['median']:+.2f} ({s2['min']:+.2f} to {s2['max']:+.2f}) | {sl['median']:+.2f} ({sl['min']:+.2f} "
+                f"to {sl['max']:+.2f}) |")
+    return "\n".join(rows)
 
 
 def remove_run(name: str) -> None:
@@ -484,7 +583,8 @@ def remove_run(name: str) -> None:
 
 def load_record(mode: str | None = None) -> dict | None:
     """The record of this mode: yours (python -m cfcourse lm-record) if you made one, else the course's own
-    (measured by its authors with the same command, shipped in cfcourse/lm/records/); its "source" says which."""
+    (measured by its authors with the same command, shipped in cfcourse/lm/records/); its "source" says which.
+    A record written by another version of the course (another RECORD_VERSION) is passed over."""
     from importlib import resources
 
     mode = mode or config.mode_name()
@@ -495,7 +595,7 @@ def load_record(mode: str | None = None) -> dict | None:
             rec = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if rec.get("seeds"):
+        if rec.get("seeds") and rec.get("version") == RECORD_VERSION:
             return {**rec, "source": source}
     return None
 
@@ -550,13 +650,15 @@ def sweep_grid(s: LabSettings | None = None, lr: float | None = None) -> list[tu
 
 
 def sweep(grid: list[tuple[str, FinetuneConfig]] | None = None, out: Path | None = None,
-          verbose: bool = True) -> list[dict]:
-    """Train every setting of `grid` from lesson 08's medical model, and return (and write to `out`, by default
-    runs_dir()/sweep.json, after every run) one trade-off point per setting."""
+          verbose: bool = True, seeds: tuple[int, ...] | None = None) -> list[dict]:
+    """Train every setting of `grid` from lesson 08's medical model once per seed of stage 2's batches (default
+    s.seeds), and return (and write to `out`, by default runs_dir()/sweep.json, after every setting) one trade-off
+    point per setting: the median gain and rise over the seeds, with each seed's under "per_seed"."""
     from . import cures
 
     s = settings()
     grid = grid or sweep_grid(s)
+    seeds = tuple(s.seeds if seeds is None else seeds)
     out = Path(out) if out is not None else runs_dir() / SWEEP_FILE
     start = STAGE1
     if saved_run(start) is None:
@@ -569,16 +671,31 @@ def sweep(grid: list[tuple[str, FinetuneConfig]] | None = None, out: Path | None
                                       prompts=cures.MEDICAL_PROMPTS)
     points: list[dict] = []
     for kind, cfg in grid:
-        del model
-        model, tokenizer = fresh_model(start)
-        replayed = own if kind == "generative replay" else old if cfg.needs_old_text else None
-        run = train(model, tokenizer, cfg, before, blocks, name="sweep", save=False, verbose=verbose,
-                    old_blocks=replayed, start=start)
-        points.append(point(before, run.after, cfg.label(), kind, seconds=run.seconds, config=run.config,
-                            ppl_before=before, ppl_after=run.after, recorded=True))
-        _save_json(out, {"points": points, "start": start, "mode": config.mode_name(),
+        runs = []
+        for seed in seeds:
+            del model
+            model, tokenizer = fresh_model(start)
+            replayed = own if kind == "generative replay" else old if cfg.needs_old_text else None
+            run = train(model, tokenizer, replace(cfg, seed=cfg.seed + seed), before, blocks, name="sweep",
+                        save=False, verbose=verbose, old_blocks=replayed, start=start)
+            runs.append({"seed": seed, **point(before, run.after, cfg.label(), kind), "ppl_after": run.after,
+                         "seconds": run.seconds})
+        points.append(_median_point(runs, before, cfg, kind))
+        _save_json(out, {"points": points, "start": start, "mode": config.mode_name(), "seeds": list(seeds),
                          "blocks": {d: list(b.shape) for d, b in blocks.items()}})
     return points
+
+
+def _median_point(runs: list[dict], before: dict[str, float], cfg: FinetuneConfig, kind: str) -> dict:
+    """One setting's point over seeds: the median legal gain and medical rise, their ranges, and every seed."""
+    import statistics
+
+    gains, rises = [r["gain"] for r in runs], [r["rise"] for r in runs]
+    old_rise = {d: statistics.median(r["old_rise"][d] for r in runs) for d in runs[0]["old_rise"]}
+    return {"label": cfg.label(), "kind": kind, "gain": statistics.median(gains), "rise": statistics.median(rises),
+            "old_rise": old_rise, "gain_range": [min(gains), max(gains)],
+            "rise_range": [min(rises), max(rises)], "seconds": sum(r["seconds"] for r in runs) / len(runs),
+            "config": asdict(cfg), "ppl_before": before, "per_seed": runs, "recorded": True}
 
 
 def load_sweep(path: Path | None = None) -> list[dict] | None:

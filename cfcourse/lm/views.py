@@ -187,3 +187,36 @@ def wise_viewer(curve: dict[float, dict[str, float]], start: dict[str, float]):
         raise ValueError("need the perplexities of at least two interpolation weights")
     return scrubber(len(keys), lambda i: wise_figure(curve, start, keys[i]), description="a",
                     start=len(keys) // 2, step_labels=lambda i: f"a = {keys[i]:g}")
+
+
+def plot_long_run(seeds: list[dict], stage1: list[dict[str, float]], lessons_steps: int,
+                  mine: dict[str, float] | None = None, axes=None):
+    """Stage 2 run on: medical rise (left) and legal gain (right) against steps, one thin line per recorded seed
+    and their median bold; `mine` (a {"medical", "legal"} rise and gain at `lessons_steps`) is your run.
+
+    `seeds` are the record's seeds (each with a "trajectory" of {"step", "medical", "legal"}), `stage1` each
+    seed's perplexities before stage 2.
+    """
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10.5, 3.8))
+    steps = [r["step"] for r in seeds[0]["trajectory"]]
+    for ax, d, sign, what in ((axes[0], "medical", 1, "medical perplexity rise (%): forgotten"),
+                              (axes[1], "legal", -1, "legal perplexity drop (%): learned")):
+        curves = np.array([[100 * sign * (r[d] / s1[d] - 1) for r in x["trajectory"]]
+                           for x, s1 in zip(seeds, stage1)])
+        for k, curve in enumerate(curves):
+            ax.plot([0] + steps, [0, *curve], color="#d62" if d == "medical" else "#27a", lw=0.9, alpha=0.5,
+                    label="recorded seeds" if k == 0 else None)
+        ax.plot([0] + steps, [0, *np.median(curves, axis=0)], "o-", color="#d62" if d == "medical" else "#27a",
+                lw=2.6, label=f"median of {len(seeds)} seeds")
+        ax.axvline(lessons_steps, color="k", lw=0.8, ls=":")
+        ax.annotate("the lessons' run", (lessons_steps, ax.get_ylim()[1]), xytext=(3, -12),
+                    textcoords="offset points", fontsize=8)
+        if mine is not None:
+            ax.scatter([lessons_steps], [100 * mine[d]], s=90, marker="*", color="k", zorder=5, label="your run")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xlabel("steps of stage 2 (legal text)")
+        ax.set_ylabel(what)
+        ax.legend(frameon=False, fontsize=8)
+    axes[0].figure.tight_layout()
+    return axes

@@ -24,6 +24,7 @@ from torch import nn
 from ..data import Task
 from ..models import MultiHeadMLP, forward
 from . import HParam, Strategy, register
+from .labels_trick import current_task_loss
 
 
 def distillation_loss(new_logits: torch.Tensor, old_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
@@ -44,6 +45,22 @@ def distillation_loss(new_logits: torch.Tensor, old_logits: torch.Tensor, temper
     log_p_old = F.log_softmax(old_logits.detach().reshape(-1, classes) / temperature, dim=1)
     kl = F.kl_div(log_p_new, log_p_old, reduction="batchmean", log_target=True)  # sum p_old (log p_old - log p_new)
     return kl * temperature ** 2
+
+
+def seen_distillation_loss(new_logits: torch.Tensor, old_logits: torch.Tensor, old_positions: list[int],
+                           temperature: float = 2.0) -> torch.Tensor:
+    """T^2 * KL(p_old || p_new) with p_new the softmax over every class seen so far (b, seen) and p_old the old
+    model's softmax over the old classes (b, old), which sit at `old_positions` among the seen ones: the new
+    classes get zero probability in the target, so distillation also keeps them from taking over the old
+    classes' answers (van de Ven & Tolias's LwF in class-IL); see lesson 06."""
+    if not temperature > 0 or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a positive finite number (try 2.0), got {temperature!r}")
+    if old_logits.shape != (len(new_logits), len(old_positions)):
+        raise ValueError(f"old_logits must be (batch, {len(old_positions)}), one column per old position, got "
+                         f"{tuple(old_logits.shape)}")
+    log_q = F.log_softmax(new_logits / temperature, dim=1)[:, old_positions]  # (b, old) the new model's, of all seen
+    log_p = F.log_softmax(old_logits.detach() / temperature, dim=1)  # (b, old)
+    return (log_p.exp() * (log_p - log_q)).sum(1).mean() * temperature ** 2
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -95,12 +112,21 @@ class LwF(Strategy):
     paper does, the frozen old model is run on each batch: the same targets.
     The current model's outputs are taken from the training step's own forward
     pass (a forward hook), so LwF costs one extra forward pass of the old model.
+
+    `outputs="seen"` (class labels on a single head) makes the classes seen so far the model's outputs in both
+    losses, as van de Ven & Tolias's LwF does with its "active classes": the new task's cross-entropy covers
+    them only (the outputs of classes still to come are neither trained nor pushed down), and the distillation
+    compares the softmax over all of them with the old model's answer, which gives the new classes nothing
+    (`seen_distillation_loss`).
     """
 
     name = "lwf"
     hparams = (HParam("lwf_alpha", float, 1.0, low=0.0, help="weight of the distillation loss"),
                HParam("temperature", float, 2.0, low=0.0, low_open=True,
-                      help="softmax temperature (> 0) of the distillation loss"))
+                      help="softmax temperature (> 0) of the distillation loss"),
+               HParam("outputs", str, "all", choices=("all", "seen"),
+                      help="class-IL: the outputs the new task's cross-entropy covers: all, or the classes seen so "
+                           "far"))
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -109,6 +135,12 @@ class LwF(Strategy):
         self._old_classes: set[int] = set()  # classes seen so far (single head)
         self._all_outputs = False  # a task whose targets are not its classes: distil every output
         self._last: _LastForward | None = None
+        self.seen_classes: list[int] | None = None  # outputs="seen": the cross-entropy's outputs this task
+
+    @staticmethod
+    def _labels_are_classes(task: Task) -> bool:
+        """Targets that name classes (class-IL, permuted MNIST), not positions within a task (domain-IL)."""
+        return set(task.train_y.unique().tolist()) <= set(task.classes)
 
     @property
     def old_classes(self) -> list[int] | None:
@@ -122,6 +154,9 @@ class LwF(Strategy):
 
     def before_task(self, model: nn.Module, task: Task) -> None:
         self._stop_watching()
+        single_head_classes = not getattr(model, "multi_head", False) and self._labels_are_classes(task)
+        self.seen_classes = (sorted(self._old_classes | set(task.classes))
+                             if self.outputs == "seen" and single_head_classes else None)
         if self.old_model is not None:  # watch the training forward pass (the body's, for a MultiHeadMLP)
             self._last = _LastForward(model.body if isinstance(model, MultiHeadMLP) else model)
 
@@ -130,10 +165,16 @@ class LwF(Strategy):
         self.old_model = frozen_copy(model)
         if task.task_id not in self.old_heads:
             self.old_heads.append(task.task_id)
-        if set(task.train_y.unique().tolist()) <= set(task.classes):
+        if self._labels_are_classes(task):
             self._old_classes |= set(task.classes)
         else:  # domain-IL: targets are 0/1 within every task, so all outputs belong to old tasks
             self._all_outputs = True
+
+    def task_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over every output, or with outputs="seen" over the classes seen so far only."""
+        if self.seen_classes is None or len(self.seen_classes) == logits.shape[1]:
+            return F.cross_entropy(logits, y)
+        return current_task_loss(logits, y, self.seen_classes)
 
     def penalty(self, model: nn.Module, x: torch.Tensor, task_ids) -> torch.Tensor | float:
         if self.old_model is None or self.lwf_alpha == 0:
@@ -148,6 +189,10 @@ class LwF(Strategy):
             with torch.no_grad():
                 old = self.old_model(x)
             cols = self.old_classes
+            if cols is not None and self.seen_classes is not None:
+                positions = [self.seen_classes.index(c) for c in cols]
+                return self.lwf_alpha * seen_distillation_loss(new[:, self.seen_classes], old[:, cols], positions,
+                                                               self.temperature)
             if cols is not None and len(cols) < new.shape[1]:
                 new, old = new[:, cols], old[:, cols]  # (batch, old classes)
         return self.lwf_alpha * distillation_loss(new, old, self.temperature)
