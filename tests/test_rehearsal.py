@@ -406,7 +406,9 @@ def test_agem_steps_never_point_against_the_memory_gradient_in_real_training():
     assert projected == agem.projections > 0  # the test saw real conflicts, not only agreeing steps
 
 
-def test_agem_evaluates_memory_samples_with_their_own_task_ids():
+def _spy_on_heads(strategy):
+    """Train a three-headed MLP on two split-MNIST tasks with `strategy`; returns (model, task 3, calls), where
+    `calls` collects the task ids of every forward pass (clear it before the part you check)."""
     tasks = data.split_mnist(3, "task", train_size=3000, test_size=100)
     calls = []
 
@@ -415,10 +417,15 @@ def test_agem_evaluates_memory_samples_with_their_own_task_ids():
             calls.append(task_id)
             return super().forward(x, task_id)
 
+    model = SpyHeads(hidden=(16,), n_heads=3)
+    run_tasks(model, tasks[:2], strategy, epochs=1, progress=False)
+    return model, tasks[2], calls
+
+
+def test_agem_evaluates_memory_samples_with_their_own_task_ids():
     config.set_seed(0)
     agem = make_strategy("agem", buffer_size=200, agem_batch=50)
-    model = SpyHeads(hidden=(16,), n_heads=3)
-    run_tasks(model, tasks[:2], agem, epochs=1, progress=False)
+    model, _, calls = _spy_on_heads(agem)
     sampled = []
     sample = agem.memory.sample
     agem.memory.sample = lambda n, gen=None: sampled.append(sample(n, gen)) or sampled[-1]
@@ -583,19 +590,10 @@ def test_gem_steps_raise_no_earlier_tasks_memory_loss_in_real_training(margin):
 
 
 def test_gem_takes_each_tasks_gradient_through_its_own_head_on_its_own_samples():
-    tasks = data.split_mnist(3, "task", train_size=3000, test_size=100)
-    calls = []
-
-    class SpyHeads(MultiHeadMLP):
-        def forward(self, x, task_id):
-            calls.append(task_id)
-            return super().forward(x, task_id)
-
     config.set_seed(0)
     gem = make_strategy("gem", buffer_size=200, gem_batch=40)
-    model = SpyHeads(hidden=(16,), n_heads=3)
-    run_tasks(model, tasks[:2], gem, epochs=1, progress=False)
-    gem.before_task(model, tasks[2])  # memory now holds tasks 1 and 2, 100 each
+    model, third, calls = _spy_on_heads(gem)
+    gem.before_task(model, third)  # memory now holds tasks 1 and 2, 100 each
     calls.clear()
     G = gem.task_gradients(model, list(model.parameters()))
     assert G.shape == (2, sum(p.numel() for p in model.parameters()))

@@ -419,12 +419,16 @@ def long_stage2(model, tokenizer, cfg: FinetuneConfig, s: LabSettings, blocks: d
         k = step + 1
         if k % s.checkpoint_every and k not in (cfg.steps, s.long_steps):
             return
-        row = {"step": k, **measure(m, headline)}
+        every = k in (cfg.steps, s.long_steps)  # every domain here; the headline ones at the other checkpoints
+        ppl = measure(m, blocks if every else headline)
+        row = {"step": k, **{d: ppl[d] for d in HEADLINE}}
         if val is not None:
             row["validation"] = perplexity(m, val)
         trajectory.append(row)
+        if k == s.long_steps:
+            out["after_long"] = ppl
         if k == cfg.steps:
-            out["after"] = measure(m, blocks)
+            out["after"] = ppl
             out["questions"] = ask(m, tokenizer, questions) if questions else None
             if save_as is not None:
                 run = Run(save_as, asdict(cfg), dict(before), out["after"], list(losses), time.perf_counter() - t0,
@@ -434,7 +438,6 @@ def long_stage2(model, tokenizer, cfg: FinetuneConfig, s: LabSettings, blocks: d
     block_len = next(iter(blocks.values())).shape[1]
     finetune(model, train_text(tokenizer, NEW_DOMAIN, block_len), replace(cfg, steps=s.long_steps),
              on_step=checkpoint)
-    out["after_long"] = measure(model, blocks)
     out["questions_long"] = ask(model, tokenizer, questions) if questions else None
     out.update(trajectory=trajectory, seconds=time.perf_counter() - t0)
     if verbose:
@@ -555,22 +558,19 @@ def record_table(rec: dict) -> str:
              "higher by", "gain_lost": "stage 2: share of stage 1's medical gain lost",
              "legal_gain": "stage 2: legal perplexity lower by"}
 
-    def cell(v: dict) -> str:
-        return f"{v['median']:.1%} ({v['min']:.1%} to {v['max']:.1%})"
+    def cell(v: dict, fmt: str = "{:.1%}") -> str:
+        return f"{fmt.format(v['median'])} ({fmt.format(v['min'])} to {fmt.format(v['max'])})"
 
     for key, name in names.items():
         rows.append(f"| {name} | {cell(rec['summary'][key])} | "
                     f"{'same' if key == 'medical_gain' else cell(rec['summary']['long'][key])} |")
-    q1, q2 = rec["summary"]["questions_change1"], rec["summary"]["questions_change2"]
-    ql = rec["summary"]["long"]["questions_change2"]
-    rows.append(f"| medical questions: the right answer's log-likelihood, change in stage 1 (nats) | {q1['median']:+.2f} "
-                f"({q1['min']:+.2f} to {q1['max']:+.2f}) | same |")
-    rows.append(f"| medical questions: the right answer's log-likelihood, change in stage 2 (nats) | {q2['median']:+.2f} "
-                f"({q2['min']:+.2f} to {q2['max']:+.2f}) | {ql['median']:+.2f} ({ql['min']:+.2f} to {ql['max']:+.2f}) |")
-    s2, sl = rec["summary"]["questions_share2"], rec["summary"]["long"]["questions_share2"]
-    rows.append(f"| medical questions: the right answer's share among the options, change in stage 2 (nats) | "
-                f"{s2['median']:+.2f} ({s2['min']:+.2f} to {s2['max']:+.2f}) | {sl['median']:+.2f} ({sl['min']:+.2f} "
-                f"to {sl['max']:+.2f}) |")
+    summary, long, nats = rec["summary"], rec["summary"]["long"], "{:+.2f}"
+    q = "medical questions: the right answer's"
+    rows.append(f"| {q} log-likelihood, change in stage 1 (nats) | {cell(summary['questions_change1'], nats)} | same |")
+    rows.append(f"| {q} log-likelihood, change in stage 2 (nats) | {cell(summary['questions_change2'], nats)} | "
+                f"{cell(long['questions_change2'], nats)} |")
+    rows.append(f"| {q} share among the options, change in stage 2 (nats) | {cell(summary['questions_share2'], nats)} "
+                f"| {cell(long['questions_share2'], nats)} |")
     return "\n".join(rows)
 
 
@@ -690,11 +690,11 @@ def _median_point(runs: list[dict], before: dict[str, float], cfg: FinetuneConfi
     """One setting's point over seeds: the median legal gain and medical rise, their ranges, and every seed."""
     import statistics
 
-    gains, rises = [r["gain"] for r in runs], [r["rise"] for r in runs]
+    gain, rise = _spread([r["gain"] for r in runs]), _spread([r["rise"] for r in runs])
     old_rise = {d: statistics.median(r["old_rise"][d] for r in runs) for d in runs[0]["old_rise"]}
-    return {"label": cfg.label(), "kind": kind, "gain": statistics.median(gains), "rise": statistics.median(rises),
-            "old_rise": old_rise, "gain_range": [min(gains), max(gains)],
-            "rise_range": [min(rises), max(rises)], "seconds": sum(r["seconds"] for r in runs) / len(runs),
+    return {"label": cfg.label(), "kind": kind, "gain": gain["median"], "rise": rise["median"],
+            "old_rise": old_rise, "gain_range": [gain["min"], gain["max"]],
+            "rise_range": [rise["min"], rise["max"]], "seconds": sum(r["seconds"] for r in runs) / len(runs),
             "config": asdict(cfg), "ppl_before": before, "per_seed": runs, "recorded": True}
 
 
