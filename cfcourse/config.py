@@ -103,15 +103,11 @@ def user_cache_dir() -> Path:
 
 
 def runs_dir() -> Path:
-    """Where a learner's own language-model runs go: CFCOURSE_RUNS; else lm-runs in the data folder when it is
-    writable; else lm-runs in the user's own cache (a class shares one read-only data folder, each student
-    writes their own runs)."""
+    """Where a learner's own language-model runs, tuned models and caches go: CFCOURSE_RUNS, else lm-runs in the
+    user's own cache. Never the data folder (CFCOURSE_DATA): on a hub a class shares one data folder, which may
+    be read-only, and each student writes only their own runs."""
     env = os.environ.get("CFCOURSE_RUNS", "").strip()
-    if env:
-        return Path(env).expanduser()
-    data = data_dir()
-    probe = data if data.exists() else data.parent
-    return data / "lm-runs" if os.access(probe, os.W_OK) else user_cache_dir() / "lm-runs"
+    return Path(env).expanduser() if env else user_cache_dir() / "lm-runs"
 
 
 def cpu_budget() -> int:

@@ -14,7 +14,14 @@ workers="${CFCOURSE_TEST_WORKERS:-$(.venv/bin/python -c 'import os; print(len(os
 cmd=(.venv/bin/python -m pytest --nbval-lax --nbval-current-env -n "$workers" --dist loadgroup
      --no-loadscope-reorder --durations=15
      tests lessons "$@")
-# Where we may create a network namespace (root on Linux), run with no network at all but loopback.
+# Where we may create namespaces (root on Linux), run with no network at all but loopback, and in a mount
+# namespace of the tests' own, where the session's data folder becomes a read-only mount (tests/conftest.py), as a
+# class's shared data folder may be: every test and lesson shows it writes its runs elsewhere.
+if command -v unshare >/dev/null && unshare --net --mount true 2>/dev/null; then
+    echo "running the tests with networking off (a network namespace with loopback only) and a read-only data folder"
+    export CFCOURSE_TEST_MOUNTNS=1
+    exec unshare --net --mount sh -c 'ip link set lo up 2>/dev/null || true; exec "$@"' sh "${cmd[@]}"
+fi
 if command -v unshare >/dev/null && unshare --net true 2>/dev/null; then
     echo "running the tests with networking off (a network namespace with loopback only)"
     exec unshare --net sh -c 'ip link set lo up 2>/dev/null || true; exec "$@"' sh "${cmd[@]}"

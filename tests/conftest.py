@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -181,6 +182,10 @@ def _prepare_course_data(folder: Path, real_cache: Path) -> None:
     derived = real_cache / data.MNIST_U8_FILE
     if derived.is_file() and assets.sha256_of(derived) == data.MNIST_U8_SHA256:
         shutil.copy2(derived, folder / data.MNIST_U8_FILE)
+    else:  # built now (CFCOURSE_DATA points here), before the folder becomes read-only
+        data._load_mnist_cached.cache_clear()
+        data.load_mnist()
+        data._load_mnist_cached.cache_clear()
 
 
 _SESSION_DATA: list[Path] = []  # this process's CFCOURSE_DATA for the whole run, made before the first test
@@ -199,17 +204,45 @@ def pytest_runtestloop(session):
     if real_cache is None:
         return (yield)
     folder = Path(tempfile.mkdtemp(prefix="cfcourse-data-"))
-    _prepare_course_data(folder, real_cache)
+    runs = Path(tempfile.mkdtemp(prefix="cfcourse-runs-"))
     _SESSION_DATA.append(folder)
     _REAL_CACHE.append(real_cache)
+    sealed = False
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CFCOURSE_DATA", str(folder))
+        mp.setenv("CFCOURSE_RUNS", str(runs))  # the lessons' runs and caches: never the user's own
         mp.setenv("CFCOURSE_OFFLINE", "1")
         mp.setenv("PIP_NO_INDEX", "1")
         try:
+            _prepare_course_data(folder, real_cache)
+            sealed = _seal(folder)
             return (yield)
         finally:
+            if sealed:
+                subprocess.run(["umount", str(folder)], check=False)
+            for path in [folder, *folder.rglob("*")]:  # permission bits back, so that it can be removed
+                if not path.is_symlink():
+                    path.chmod(path.stat().st_mode | 0o200)
             shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(runs, ignore_errors=True)
+
+
+def _seal(folder: Path) -> bool:
+    """Make the session's data folder read-only, as a class's shared data folder may be, so that every test and
+    every lesson (08-10 included) shows it never writes there. Root ignores permission bits, so where the tests
+    run as root in a mount namespace of their own (scripts/test.sh arranges one where it can), the folder
+    becomes a read-only bind mount of itself; otherwise its permission bits are cleared. True if mounted."""
+    if os.environ.get("CFCOURSE_TEST_MOUNTNS") == "1" and hasattr(os, "geteuid") and os.geteuid() == 0:
+        bind = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True)
+        if bind.returncode == 0:
+            ro = subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], capture_output=True)
+            if ro.returncode == 0:
+                return True
+            subprocess.run(["umount", str(folder)], check=False)
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode & ~0o222)
+    return False
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -221,7 +254,7 @@ def course_data(real_cache, no_network) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CFCOURSE_DATA", str(folder))
         data._load_mnist_cached.cache_clear()
-        data.load_mnist()  # builds the derived uint8 file here if the user's cache lacked it
+        data.load_mnist()
         yield folder
     data._load_mnist_cached.cache_clear()
 

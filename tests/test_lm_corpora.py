@@ -19,6 +19,7 @@ from cfcourse.lm import questions as qs
 @pytest.fixture(autouse=True)
 def _use_lm_data(lm_data, monkeypatch):
     monkeypatch.setenv("CFCOURSE_DATA", str(lm_data))
+    monkeypatch.setenv("CFCOURSE_RUNS", str(lm_data / "lm-runs"))  # this module's own runs and caches
     yield
 
 

@@ -37,9 +37,10 @@ def _tiny(vocab):
 
 
 @pytest.fixture
-def data_dir(lm_data, monkeypatch):
-    """CFCOURSE_DATA with the text assets; runs and cached answers are written under it."""
+def data_dir(lm_data, tmp_path, monkeypatch):
+    """CFCOURSE_DATA with the text assets; runs and cached answers go to this test's own CFCOURSE_RUNS."""
     monkeypatch.setenv("CFCOURSE_DATA", str(lm_data))
+    monkeypatch.setenv("CFCOURSE_RUNS", str(tmp_path / "runs"))
     return lm_data
 
 
@@ -105,7 +106,7 @@ def test_own_answers_are_cached_per_model(tok, data_dir, monkeypatch, tmp_path):
     assert [d.text for d in again] == [d.text for d in first]
 
 
-def test_a_run_is_trained_measured_saved_and_reused(tok, data_dir):
+def test_a_run_is_trained_measured_saved_and_reused(tok, data_dir, tmp_path):
     model = _tiny(len(tok))
     blocks = lab.held_out(tok, n_blocks=2, block_len=16, names=("legal", "code"))
     before = lab.measure(model, blocks)
@@ -117,7 +118,7 @@ def test_a_run_is_trained_measured_saved_and_reused(tok, data_dir):
     assert run.snapshots[0].ppl == lab.measure(_tiny(len(tok)), record["blocks"])
     assert run.after == lab.measure(model, blocks)
     assert run.change()["legal"] == pytest.approx(run.after["legal"] / before["legal"] - 1)
-    folder = data_dir / "lm-runs" / "tiny-legal"
+    folder = tmp_path / "runs" / "tiny-legal"
     assert (folder / MANIFEST).is_file() and run.folder == str(folder)
     reloaded, _ = load_model(folder)
     assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
@@ -185,7 +186,7 @@ def test_points_and_matched_gain():
 
 
 def test_records_mine_first_then_the_courses(data_dir, monkeypatch):
-    mine = data_dir / "lm-runs" / "record-full.json"
+    mine = lab.runs_dir() / "record-full.json"
     mine.unlink(missing_ok=True)
     shipped = lab.load_record("full")
     assert shipped is not None and shipped["source"] == "the course's record"
@@ -285,23 +286,22 @@ def test_tradeoff_viewer_shows_the_selected_settings():
         views.tradeoff_viewer([])
 
 
-def test_runs_go_to_cfcourse_runs_or_the_users_cache_never_a_read_only_data_folder(tmp_path, monkeypatch):
+def test_runs_go_to_cfcourse_runs_or_the_users_cache_never_the_data_folder(tmp_path, monkeypatch):
     from cfcourse import config
 
     monkeypatch.delenv("CFCOURSE_RUNS", raising=False)
     monkeypatch.setenv("CFCOURSE_DATA", str(tmp_path / "shared"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
     (tmp_path / "shared").mkdir()
-    assert lab.runs_dir() == tmp_path / "shared" / "lm-runs"  # a writable data folder, as on a laptop
-    monkeypatch.setattr(config.os, "access", lambda path, mode: False)  # root can write anywhere: pretend
-    assert lab.runs_dir() == tmp_path / "home-cache" / "cfcourse" / "lm-runs"
+    assert config.data_dir() == tmp_path / "shared"
+    assert lab.runs_dir() == tmp_path / "home-cache" / "cfcourse" / "lm-runs"  # even when the data folder is writable
     monkeypatch.setenv("CFCOURSE_RUNS", str(tmp_path / "mine"))
     assert lab.runs_dir() == tmp_path / "mine"
 
 
 def test_two_students_with_their_own_runs_folders_never_touch_each_other_or_the_data(tok, data_dir, tmp_path,
                                                                                    monkeypatch):
-    before = {p: p.stat().st_mtime_ns for p in data_dir.iterdir() if p.name != "lm-runs"}
+    before = {p: p.stat().st_mtime_ns for p in data_dir.iterdir()}
     model = _tiny(len(tok))
     blocks = lab.held_out(tok, n_blocks=2, block_len=16, names=("legal",))
     cfg = ft.FinetuneConfig(steps=1, batch_size=2, lr=1e-2, trainable_layers=1, gradient_checkpointing=False)
@@ -310,7 +310,7 @@ def test_two_students_with_their_own_runs_folders_never_touch_each_other_or_the_
         lab.train(model, tok, cfg, lab.measure(model, blocks), blocks, name="lesson08-legal", verbose=False)
     assert (tmp_path / "ada" / "lesson08-legal" / MANIFEST).is_file()
     assert (tmp_path / "bo" / "lesson08-legal" / MANIFEST).is_file()
-    assert {p: p.stat().st_mtime_ns for p in data_dir.iterdir() if p.name != "lm-runs"} == before
+    assert {p: p.stat().st_mtime_ns for p in data_dir.iterdir()} == before
 
 
 def test_record_tells_the_story_over_seeds_and_chooses_stage_2s_rate_on_validation(tok, data_dir, tmp_path,

@@ -16,6 +16,7 @@ from cfcourse.lm.model import ModelError, load_model
 @pytest.fixture(autouse=True)
 def _use_lm_data(lm_data, monkeypatch):
     monkeypatch.setenv("CFCOURSE_DATA", str(lm_data))
+    monkeypatch.setenv("CFCOURSE_RUNS", str(lm_data / "lm-runs"))  # this module's own runs and caches
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # belt and braces: the hub library must not try either
     domains._documents.cache_clear()
 

@@ -23,6 +23,7 @@ N_BLOCKS, BLOCK_LEN = 2, 32  # small and fast; the real defaults are 16 blocks o
 @pytest.fixture(autouse=True)
 def _use_lm_data(lm_data, monkeypatch):
     monkeypatch.setenv("CFCOURSE_DATA", str(lm_data))
+    monkeypatch.setenv("CFCOURSE_RUNS", str(lm_data / "lm-runs"))  # this module's own runs and caches
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("CFCOURSE_THREADS", "1")  # tiny models: a second thread only spins on a busy machine
     domains._documents.cache_clear()
