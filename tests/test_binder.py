@@ -83,3 +83,51 @@ def test_repo2docker_plans_the_build_we_expect():
     assert f"python={runtime}" in plan
     assert 'pip install --no-cache-dir -r "binder/requirements.txt"' in plan
     assert "./binder/postBuild" in plan
+
+
+# --- the hub on Kubernetes (docs/hub/config.yaml) ----------------------------------------------------------------
+
+HUB = ROOT / "docs" / "hub" / "config.yaml"
+
+
+def _largest_lesson_peak_mib() -> float:
+    """The largest full-mode peak RSS in the teaching guide's measured table (scripts/measure_lessons.py)."""
+    doc = (ROOT / "docs" / "teaching.md").read_text(encoding="utf-8")
+    block = doc.split("<!-- resources:start -->", 1)[1].split("<!-- resources:end -->", 1)[0]
+    assert "(full mode)" in block
+    peaks = [float(row.strip().strip("|").split("|")[3]) for row in block.splitlines()
+             if row.startswith("| ") and ".ipynb" in row]
+    assert len(peaks) >= 11
+    return max(peaks)
+
+
+def _bytes(quantity: str) -> float:
+    """A Kubernetes memory quantity as bytes (2G, 2.5G, 1536M, 2Gi)."""
+    units = {"Gi": 2**30, "Mi": 2**20, "G": 1e9, "M": 1e6}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return float(quantity[: -len(suffix)]) * factor
+    return float(quantity)
+
+
+def test_hub_config_gives_each_student_the_measured_memory_and_their_own_runs():
+    yaml = pytest.importorskip("yaml")
+    single = yaml.safe_load(HUB.read_text())["singleuser"]
+    peak = _largest_lesson_peak_mib() * 2**20
+    server = 150 * 2**20  # jupyter-server and its extensions, beside the kernel
+    limit, guarantee = _bytes(single["memory"]["limit"]), _bytes(single["memory"]["guarantee"])
+    assert limit >= peak + server, f"the memory limit must hold the largest lesson ({peak / 2**30:.2f} GiB) and a server"
+    assert guarantee <= limit and guarantee >= peak, "a class runs one lesson at once: reserve what it needs"
+    env = single["extraEnv"]
+    home = "/home/jovyan"
+    assert not env["CFCOURSE_DATA"].startswith(home), "a volume mounted over the home would hide the data"
+    assert env["CFCOURSE_RUNS"].startswith(home + "/"), "each student's runs belong in their own home"
+    built_at = re.search(r"--target-repo-dir (\S+)", HUB.read_text()).group(1)
+    assert env["CFCOURSE_DATA"] == built_at + "/.cfcourse-data"
+    assert '"${REPO_DIR:-$PWD}/.cfcourse-data"' in (BINDER / "postBuild").read_text(), \
+        "binder/postBuild must fetch the data where the hub's CFCOURSE_DATA looks"
+    lesson = single["defaultUrl"].rsplit("/", 1)[1]
+    assert (ROOT / "lessons" / lesson).is_file()
+    assert f"{built_at}/lessons" in " ".join(single["lifecycleHooks"]["postStart"]["exec"]["command"])
+    culling = single["extraFiles"]["kernel-culling"]["data"]["MappingKernelManager"]
+    assert 0 < culling["cull_idle_timeout"] <= 3600
