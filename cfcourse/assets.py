@@ -61,29 +61,30 @@ ASSETS: dict[str, Asset] = {
 _BAR_FROM = 64 << 20  # files at least this big show a progress bar while they are hashed
 
 
-def _bytes_bar(total: int | None, desc: str, show: bool = True):
-    """A tqdm bar counting bytes (gone when done), or None when not shown."""
-    if not show:
-        return None
-    from tqdm.auto import tqdm
+def _blocks(stream, total: int | None, desc: str, show: bool):
+    """The 1 MiB blocks of a binary stream, counted by a tqdm bar (gone when done) when `show`."""
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
+        bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
+    try:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            yield block
+            if bar is not None:
+                bar.update(len(block))
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def sha256_of(path: Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks; a progress bar for big files (a 540 MB model takes seconds)."""
     h = hashlib.sha256()
     size = Path(path).stat().st_size
-    bar = _bytes_bar(size, f"checking {Path(path).name}", show=size >= _BAR_FROM)
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-                if bar is not None:
-                    bar.update(len(block))
-    finally:
-        if bar is not None:
-            bar.close()
+    with open(path, "rb") as f:
+        for block in _blocks(f, size, f"checking {Path(path).name}", show=size >= _BAR_FROM):
+            h.update(block)
     return h.hexdigest()
 
 
@@ -138,15 +139,8 @@ def fetch_url(asset: Asset, url: str, timeout: float = 20.0, verbose: bool = Fal
     tmp = _temp_beside(cache_path(asset))
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-            bar = _bytes_bar(asset.size, f"downloading {asset.filename}", show=verbose)
-            try:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    out.write(block)
-                    if bar is not None:
-                        bar.update(len(block))
-            finally:
-                if bar is not None:
-                    bar.close()
+            for block in _blocks(response, asset.size, f"downloading {asset.filename}", show=verbose):
+                out.write(block)
         return _install(tmp, asset, url)
     finally:
         tmp.unlink(missing_ok=True)
