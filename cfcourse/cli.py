@@ -156,6 +156,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                                               "on legal text, measuring as it goes; write the record lessons 08-10 show")
     record.add_argument("--out", metavar="FILE.json", default=None,
                         help="where to write it (default: record-<mode>.json in the cache, where the lessons find it)")
+    record.add_argument("--sweep-from", metavar="RECORD.json", type=Path, default=None,
+                        help="take the learning-rate sweep from this earlier record instead of running it again, "
+                             "if it was made with the same settings and versions and its seed 0 reached the same "
+                             "medical model (checked; else the sweep runs)")
     record.add_argument("--table", action="store_true",
                         help="run nothing: print the headline of the record the lessons show (yours, else the "
                              "course's) as a Markdown table")
@@ -344,13 +348,16 @@ def cmd_lm_record(args) -> int:
         print(lab.record_table(rec))
         return 0
     s = lab.settings()
-    steps = len(s.seeds) * (s.medical.steps + s.long_steps) + len(s.lr_grid) * s.long_steps
-    print(f"{len(s.seeds)} seeds of stage 1 ({s.medical.steps} steps) and stage 2 ({s.long_steps} steps), and stage 2 "
-          f"at {len(s.lr_grid)} learning rates: {steps:,} steps, about {steps // 50} minutes on 2 quiet cores in full "
-          "mode", file=sys.stderr)
+    steps = len(s.seeds) * (s.medical.steps + s.long_steps) + (0 if args.sweep_from else
+                                                                  len(s.lr_grid) * s.choose_steps)
+    sweep = (f"the sweep from {args.sweep_from}" if args.sweep_from else
+             f"stage 2 at {len(s.lr_grid)} learning rates ({s.choose_steps} steps)")
+    print(f"{len(s.seeds)} seeds of stage 1 ({s.medical.steps} steps) and stage 2 ({s.long_steps} steps), and {sweep}: "
+          f"{steps:,} steps, about {steps // 20} minutes on one thread in full mode (20 steps a minute with their "
+          "measurements)", file=sys.stderr)
     lab.use_threads()
     with contextlib.redirect_stdout(sys.stderr):  # progress
-        rec = lab.record(out=args.out)
+        rec = lab.record(out=args.out, sweep_from=args.sweep_from)
     for at, summary in ((f"{s.legal.steps} steps", rec["summary"]), (f"{s.long_steps} steps", rec["summary"]["long"])):
         print(f"stage 2 after {at}:")
         for k, v in summary.items():
@@ -358,7 +365,7 @@ def cmd_lm_record(args) -> int:
                 print(f"{k:>22}: median {v['median']:+.3f} (min {v['min']:+.3f}, max {v['max']:+.3f}) over "
                       f"{len(v['values'])} seeds")
     print(f"stage 2 learning rate chosen on legal validation text after {rec['chosen_at_step']} steps: "
-          f"{rec['best_lr']:g}; {rec['seconds']:.0f} s")
+          f"{rec['best_lr']:g} (the sweep: {rec['sweep_source']}); {rec['seconds']:.0f} s")
     return 0
 
 

@@ -324,13 +324,15 @@ def test_record_tells_the_story_over_seeds_and_chooses_stage_2s_rate_on_validati
     step = dict(steps=2, batch_size=2, trainable_layers=1, gradient_checkpointing=False)
     s = replace(lab.settings(), block_len=16, headline_blocks=2, other_blocks=1, validation_blocks=2, questions=2,
                 seeds=(0, 1), lr_grid=(5e-2, 1e-3), medical=ft.FinetuneConfig(lr=1e-2, **step),
-                legal=ft.FinetuneConfig(lr=1e-2, seed=100, **step), long_steps=4, checkpoint_every=3)
+                legal=ft.FinetuneConfig(lr=1e-2, seed=100, **step), choose_steps=4, long_steps=7,
+                checkpoint_every=3)
     rec = lab.record(s, verbose=False)
     assert [x["seed"] for x in rec["seeds"]] == [0, 1] and len(rec["lr_sweep"]) == 2
     assert rec["best_lr"] == min(rec["lr_sweep"], key=lambda p: p["validation_long"])["lr"]
-    assert rec["chosen_at_step"] == 4
+    assert rec["chosen_at_step"] == 4 and rec["sweep_source"] == "this run"
     assert [r["step"] for r in rec["lr_sweep"][0]["trajectory"]] == [2, 3, 4], "every 3 steps, at 2 and at the end"
     assert all("validation" in r for r in rec["lr_sweep"][0]["trajectory"])
+    assert [r["step"] for r in rec["seeds"][1]["trajectory"]] == [2, 3, 6, 7], "the seeds run on past the sweep"
     seed0 = rec["seeds"][0]
     assert seed0["numbers"] == lab.story_numbers(rec["pretrained"]["ppl"], seed0["stage1"], seed0["stage2"])
     assert rec["summary"]["medical_rise"]["values"] == [x["numbers"]["medical_rise"] for x in rec["seeds"]]
@@ -347,6 +349,30 @@ def test_record_tells_the_story_over_seeds_and_chooses_stage_2s_rate_on_validati
     assert lab.reuse(lab.STAGE2, lab.stage2_config(s, rec["best_lr"]), start=lab.STAGE1,
                      blocks=lab.held_out(lab.load_model()[1], s)) is not None
     assert lab.load_record()["source"] == "your own record"
+
+    # The sweep of that record stands in for a new record's when the new seed 0 reaches the same medical model...
+    def no_sweep(*a, **k):
+        raise AssertionError("the earlier sweep fits: it must not be run again")
+    monkeypatch.setattr(lab, "choose_lr", no_sweep)
+    earlier = runs / "earlier.json"
+    earlier.write_text(json.dumps(rec))
+    again = lab.record(replace(s, seeds=(0,)), out=runs / "again.json", verbose=False, sweep_from=earlier)
+    as_read = json.loads(earlier.read_text())
+    assert again["lr_sweep"] == as_read["lr_sweep"] and again["best_lr"] == rec["best_lr"]
+    assert again["sweep_source"].startswith("earlier.json of ")
+    assert {k: v for k, v in json.loads(json.dumps(again["seeds"][0])).items() if k != "seconds"} == \
+        {k: v for k, v in as_read["seeds"][0].items() if k != "seconds"}
+    # ... and not when anything differs: then the sweep is run, and the record says why.
+    monkeypatch.setattr(lab, "choose_lr", lambda *a, **k: rec["lr_sweep"])
+    changed = json.loads(earlier.read_text())
+    changed["seeds"][0]["stage1"]["medical"] *= 1.01
+    earlier.write_text(json.dumps(changed))
+    other = lab.record(replace(s, seeds=(0,)), out=runs / "other.json", verbose=False, sweep_from=earlier)
+    assert other["sweep_source"].startswith("this run (earlier.json") and "another medical model" in other["sweep_source"]
+    changed["settings"]["lr_grid"] = [1.0]
+    earlier.write_text(json.dumps(changed))
+    assert lab.record(replace(s, seeds=(0,)), out=runs / "third.json", verbose=False,
+                      sweep_from=earlier)["sweep_source"] == "this run"
 
 
 def test_sweep_trains_each_cure_from_the_medical_model_and_writes_its_points(tok, data_dir, tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ import ctypes
 import gc
 import hashlib
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -54,7 +55,8 @@ class LabSettings:
     replay_blocks: int  # medical training blocks kept for replay and the Fisher (lesson 09)
     self_blocks: int  # blocks of the model's own text for generative replay (lesson 09)
     own_tokens: int  # length of the model's own answers (the own-answers domain of the report)
-    long_steps: int  # stage 2's length in the record (lm-record): how forgetting goes on as training on law goes on
+    choose_steps: int  # stage 2's length in the record's learning-rate sweep: the rate is chosen on validation there
+    long_steps: int  # stage 2's length in the record's seeds (lm-record): how forgetting goes on as law goes on
     checkpoint_every: int  # steps between measurements of the record's stage 2
 
     @property
@@ -72,14 +74,14 @@ def settings() -> LabSettings:
                                               seed=100),
                          lr_grid=(6.5e-4, 3.25e-4, 1.6e-4, 8e-5), questions=24, seeds=(0, 1, 2),
                          record_every=10, record_blocks=1, replay_blocks=256, self_blocks=12, own_tokens=64,
-                         long_steps=200, checkpoint_every=50),
+                         choose_steps=200, long_steps=400, checkpoint_every=50),
         fast=LabSettings(block_len=64, headline_blocks=8, other_blocks=4, validation_blocks=4,
                          medical=FinetuneConfig(steps=16, batch_size=2, lr=5e-4, gradient_checkpointing=False),
                          legal=FinetuneConfig(steps=16, batch_size=2, lr=8e-4, gradient_checkpointing=False,
                                               seed=100),
                          lr_grid=(1.6e-3, 8e-4), questions=12, seeds=(0,),
                          record_every=4, record_blocks=2, replay_blocks=64, self_blocks=4, own_tokens=48,
-                         long_steps=32, checkpoint_every=16),
+                         choose_steps=32, long_steps=32, checkpoint_every=16),
     )
 
 
@@ -340,7 +342,7 @@ def reuse(name: str, cfg: FinetuneConfig, blocks: dict[str, torch.Tensor] | None
 
 STAGE1, STAGE2 = "lesson08-medical", "lesson08-legal"  # the saved models of lesson 08 (seed 0)
 RECORD_FILE = "record-{mode}.json"
-RECORD_VERSION = 2  # 2: stage 2 run on to long_steps, measured as it goes; a record of another version is not read
+RECORD_VERSION = 3  # 3: the rate chosen after choose_steps, the seeds run on to long_steps; another version is not read
 BASELINE_VERSION = 2  # raise when what baseline() measures changes, so an older cached baseline is not read
 
 
@@ -399,8 +401,9 @@ def _save_json(path: Path, data: dict) -> None:
 
 def long_stage2(model, tokenizer, cfg: FinetuneConfig, s: LabSettings, blocks: dict[str, torch.Tensor],
                 before: dict[str, float], val: torch.Tensor | None = None, questions: list | None = None,
-                save_as: str | None = None, start: str = STAGE1, verbose: bool = True) -> dict:
-    """Stage 2 with `cfg` run on to s.long_steps steps, measured as it goes.
+                save_as: str | None = None, start: str = STAGE1, verbose: bool = True,
+                steps: int | None = None) -> dict:
+    """Stage 2 with `cfg` run on to `steps` (default s.long_steps) steps, measured as it goes.
 
     Every s.checkpoint_every steps: the held-out perplexity of the headline domains (and of the legal validation
     blocks `val`, if given). At cfg.steps, the lessons' length: every domain of `blocks` and the `questions`, and
@@ -408,8 +411,9 @@ def long_stage2(model, tokenizer, cfg: FinetuneConfig, s: LabSettings, blocks: d
     cfg.steps steps of a longer run are exactly a run of cfg.steps, same batches, same optimiser steps). At the
     end: every domain and the questions again.
     """
-    if s.long_steps < cfg.steps:
-        raise ValueError(f"long_steps ({s.long_steps}) must be at least the lessons' {cfg.steps} steps")
+    end = s.long_steps if steps is None else steps
+    if end < cfg.steps:
+        raise ValueError(f"stage 2's {end} steps must be at least the lessons' {cfg.steps}")
     headline = {d: blocks[d] for d in HEADLINE}
     trajectory, losses, out = [], [], {}
     t0 = time.perf_counter()
@@ -417,15 +421,15 @@ def long_stage2(model, tokenizer, cfg: FinetuneConfig, s: LabSettings, blocks: d
     def checkpoint(step, loss, m):
         losses.append(loss)
         k = step + 1
-        if k % s.checkpoint_every and k not in (cfg.steps, s.long_steps):
+        if k % s.checkpoint_every and k not in (cfg.steps, end):
             return
-        every = k in (cfg.steps, s.long_steps)  # every domain here; the headline ones at the other checkpoints
+        every = k in (cfg.steps, end)  # every domain here; the headline ones at the other checkpoints
         ppl = measure(m, blocks if every else headline)
         row = {"step": k, **{d: ppl[d] for d in HEADLINE}}
         if val is not None:
             row["validation"] = perplexity(m, val)
         trajectory.append(row)
-        if k == s.long_steps:
+        if k == end:
             out["after_long"] = ppl
         if k == cfg.steps:
             out["after"] = ppl
@@ -436,19 +440,18 @@ def long_stage2(model, tokenizer, cfg: FinetuneConfig, s: LabSettings, blocks: d
                 save_model(m, tokenizer, save_as, run)
 
     block_len = next(iter(blocks.values())).shape[1]
-    finetune(model, train_text(tokenizer, NEW_DOMAIN, block_len), replace(cfg, steps=s.long_steps),
-             on_step=checkpoint)
+    finetune(model, train_text(tokenizer, NEW_DOMAIN, block_len), replace(cfg, steps=end), on_step=checkpoint)
     out["questions_long"] = ask(model, tokenizer, questions) if questions else None
     out.update(trajectory=trajectory, seconds=time.perf_counter() - t0)
     if verbose:
-        print(f"stage 2 at {cfg.label()}, {s.long_steps} steps in {out['seconds']:.0f} s: " + "; ".join(
+        print(f"stage 2 at {cfg.label()}, {end} steps in {out['seconds']:.0f} s: " + "; ".join(
             f"step {r['step']}: " + ", ".join(f"{d} {r[d]:.1f}" for d in HEADLINE) for r in trajectory))
     return out
 
 
 def choose_lr(tokenizer, start: str, s: LabSettings, blocks: dict[str, torch.Tensor], before: dict,
               verbose: bool = True) -> list[dict]:
-    """Stage 2 from the model `start` at every learning rate of s.lr_grid (seed 0), each run on to s.long_steps:
+    """Stage 2 from the model `start` at every learning rate of s.lr_grid (seed 0), each run on to s.choose_steps:
     legal validation perplexity at every checkpoint, and every held-out perplexity at the lessons' length
     ("after", "validation_ppl") and at the end ("after_long", "validation_long")."""
     points = []
@@ -456,18 +459,24 @@ def choose_lr(tokenizer, start: str, s: LabSettings, blocks: dict[str, torch.Ten
         model, tokenizer = fresh_model(start)
         val = validation(tokenizer, NEW_DOMAIN, s)
         cfg = stage2_config(s, lr)
-        run = long_stage2(model, tokenizer, cfg, s, blocks, before, val=val, start=start, verbose=verbose)
+        run = long_stage2(model, tokenizer, cfg, s, blocks, before, val=val, start=start, verbose=verbose,
+                          steps=s.choose_steps)
         at = {r["step"]: r["validation"] for r in run["trajectory"]}
         points.append({"lr": lr, "validation_ppl": at[cfg.steps], "after": run["after"],
-                       "validation_long": at[s.long_steps], "after_long": run["after_long"],
+                       "validation_long": at[s.choose_steps], "after_long": run["after_long"],
                        "trajectory": run["trajectory"], "seconds": run["seconds"], "config": asdict(cfg)})
         del model
     return points
 
 
-def record(s: LabSettings | None = None, out: Path | None = None, verbose: bool = True) -> dict:
+def record(s: LabSettings | None = None, out: Path | None = None, verbose: bool = True,
+           sweep_from: Path | None = None) -> dict:
     """The whole story over s.seeds, with stage 2's learning rate chosen on legal validation text: what lesson 08
-    shows beside its live run (`python -m cfcourse lm-record`). Writes (after every seed) and returns the record."""
+    shows beside its live run (`python -m cfcourse lm-record`). Writes (after every seed) and returns the record.
+
+    `sweep_from`: an earlier record whose learning-rate sweep is taken instead of run again, if it was made with
+    the same settings, versions and mode, and its seed 0 reached exactly the medical model this run's seed 0
+    trains (else the sweep is run, and the record says so)."""
     s = s or settings()
     out = Path(out) if out is not None else runs_dir() / RECORD_FILE.format(mode=config.mode_name())
     t0 = time.perf_counter()
@@ -476,7 +485,10 @@ def record(s: LabSettings | None = None, out: Path | None = None, verbose: bool 
     base = baseline(model, tokenizer, blocks, questions, verbose)
     del model
     rec = _record_header(s, blocks, questions, base)
+    earlier = _earlier_sweep(rec, sweep_from) if sweep_from is not None else None
     for seed in s.seeds:
+        if seed == s.seeds[0] and earlier is not None:
+            rec["_earlier"] = earlier
         rec["seeds"].append(_record_seed(rec, s, seed, blocks, questions, base, verbose))
         rec["summary"] = _record_summary(rec["seeds"])
         rec["seconds"] = time.perf_counter() - t0
@@ -495,26 +507,57 @@ def _record_header(s: LabSettings, blocks: dict, questions: list, base: dict) ->
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
             "settings": {"medical": asdict(s.medical), "legal": asdict(s.legal), "lr_grid": list(s.lr_grid),
-                         "long_steps": s.long_steps, "checkpoint_every": s.checkpoint_every,
+                         "choose_steps": s.choose_steps, "long_steps": s.long_steps,
+                         "checkpoint_every": s.checkpoint_every,
                          "blocks": {d: list(b.shape) for d, b in blocks.items()}, "questions": len(questions)},
             "pretrained": {"ppl": base["ppl"], "questions": qs.summarise(base["questions"])}, "seeds": []}
+
+
+_SWEEP_SETTINGS = ("medical", "legal", "lr_grid", "blocks", "questions", "checkpoint_every")
+
+
+def _earlier_sweep(rec: dict, path: Path) -> dict | None:
+    """The learning-rate sweep of the record at `path`, if it can stand for this record's: same mode, versions
+    and sweep settings, and its sweep as long as this one's choose_steps. Its seed 0's medical model is compared
+    with this run's when that is trained (_record_seed)."""
+    try:
+        old = json.loads(Path(path).read_text())
+        rec = json.loads(json.dumps(rec))  # as it would be read back (tuples as lists)
+        same = (old["mode"] == rec["mode"] and old["versions"] == rec["versions"]
+                and all(old["settings"][k] == rec["settings"][k] for k in _SWEEP_SETTINGS)
+                and old["chosen_at_step"] == rec["settings"]["choose_steps"]
+                and old["pretrained"]["ppl"] == rec["pretrained"]["ppl"])
+        if same:
+            return {"lr_sweep": old["lr_sweep"], "stage1": old["seeds"][0]["stage1"],
+                    "source": f"{Path(path).name} of {old['created']}"}
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        pass
+    print(f"cfcourse: the sweep in {path} was made otherwise (mode, versions or settings); running the sweep",
+          file=sys.stderr)
+    return None
 
 
 def _record_seed(rec: dict, s: LabSettings, seed: int, blocks: dict, questions: list, base: dict,
                  verbose: bool) -> dict:
     """Both stages of one seed, stage 2 run on to s.long_steps; the first seed also chooses stage 2's learning rate
-    (into `rec`): the one with the lowest legal validation perplexity at the end of the long run."""
+    (into `rec`): the one with the lowest legal validation perplexity after s.choose_steps steps of the sweep."""
     model, tokenizer = fresh_model()
     name = STAGE1 if seed == 0 else f"record-medical-s{seed}"
     run1 = train(model, tokenizer, stage1_config(s, seed), base["ppl"], blocks, name=name, domain=FIRST_DOMAIN,
                  verbose=verbose)
     q1 = ask(model, tokenizer, questions)
     if "best_lr" not in rec:
-        del model
-        rec["lr_sweep"] = choose_lr(tokenizer, name, s, blocks, run1.after, verbose)
+        earlier = rec.pop("_earlier", None)
+        if earlier is not None and earlier["stage1"] == run1.after:
+            rec["lr_sweep"], rec["sweep_source"] = earlier["lr_sweep"], earlier["source"]
+        else:
+            del model
+            rec["lr_sweep"] = choose_lr(tokenizer, name, s, blocks, run1.after, verbose)
+            rec["sweep_source"] = "this run" + ("" if earlier is None else
+                                                f" ({earlier['source']} started from another medical model)")
+            model, tokenizer = fresh_model(name)
         rec["best_lr"] = min(rec["lr_sweep"], key=lambda p: p["validation_long"])["lr"]
-        rec["chosen_at_step"] = s.long_steps
-        model, tokenizer = fresh_model(name)
+        rec["chosen_at_step"] = s.choose_steps
     run2 = long_stage2(model, tokenizer, stage2_config(s, rec["best_lr"], seed), s, blocks, run1.after,
                        questions=questions, save_as=STAGE2 if seed == 0 else None, start=name, verbose=verbose)
     q2, q_long = run2["questions"], run2["questions_long"]
@@ -551,7 +594,7 @@ def _record_summary(seeds: list[dict]) -> dict:
 def record_table(rec: dict) -> str:
     """The record's headline as a Markdown table: each story number's median and range over seeds, at the lessons'
     length of stage 2 and at the end of the long run (the teaching guide shows it; a test keeps them equal)."""
-    short, long = rec["settings"]["legal"]["steps"], rec["chosen_at_step"]
+    short, long = rec["settings"]["legal"]["steps"], rec["settings"]["long_steps"]
     rows = [f"| over {len(rec['seeds'])} seeds, stage 2 at lr {rec['best_lr']:g} | after {short} steps | after {long} "
             "steps |", "|---|---|---|"]
     names = {"medical_gain": "stage 1: medical perplexity lower by", "medical_rise": "stage 2: medical perplexity "
