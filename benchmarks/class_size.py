@@ -11,6 +11,7 @@ counted once, split between them), sampled every half second.
     python benchmarks/class_size.py --students 1 2 --lessons 02      # a quick look
     python benchmarks/class_size.py --json > class-size.json         # the numbers, as JSON
     python benchmarks/class_size.py --full                           # full mode instead of fast
+    python benchmarks/class_size.py --update docs/teaching.md        # rewrite the table in the teaching guide
 
 Linux only (it reads /proc). Each kernel chooses its threads as the lessons do on their own; so does a hub.
 """
@@ -142,6 +143,8 @@ def main() -> int:
     parser.add_argument("--students", nargs="+", type=int, default=[1, 2, 4, 8], help="class sizes")
     parser.add_argument("--full", action="store_true", help="full mode (default: fast mode)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--update", type=Path, metavar="FILE.md",
+                        help="write the table between the class-size markers in FILE.md instead of printing it")
     parser.add_argument("--student", type=Path, help=argparse.SUPPRESS)  # one student's run (internal)
     args = parser.parse_args()
     if args.student:
@@ -161,6 +164,15 @@ def main() -> int:
             rows.append(classroom(found[0], n, fast=not args.full))
             print(f"{found[0].name}, {n} student{'s' if n > 1 else ''}: all done in {rows[-1]['all_done_s']} s, class peak "
                   f"{rows[-1]['class_peak_pss_mib']} MiB", file=sys.stderr)
+    if args.update:
+        start, end = "<!-- class-size:start -->", "<!-- class-size:end -->"
+        doc = args.update.read_text(encoding="utf-8")
+        if start not in doc or end not in doc:
+            parser.error(f"{args.update} has no {start} ... {end} block to fill")
+        head, rest = doc.split(start, 1)
+        args.update.write_text(f"{head}{start}\n{table(rows)}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
+        print(f"updated the class-size table in {args.update}", file=sys.stderr)
+        return 0
     print(json.dumps(rows, indent=1) if args.json else table(rows))
     return 0
 

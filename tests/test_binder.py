@@ -90,15 +90,31 @@ def test_repo2docker_plans_the_build_we_expect():
 HUB = ROOT / "docs" / "hub" / "config.yaml"
 
 
-def _largest_lesson_peak_mib() -> float:
-    """The largest full-mode peak RSS in the teaching guide's measured table (scripts/measure_lessons.py)."""
+def _measured(marker: str, column: int) -> list[float]:
+    """One column of a measured table in the teaching guide (between its markers), lesson rows only."""
     doc = (ROOT / "docs" / "teaching.md").read_text(encoding="utf-8")
-    block = doc.split("<!-- resources:start -->", 1)[1].split("<!-- resources:end -->", 1)[0]
-    assert "(full mode)" in block
-    peaks = [float(row.strip().strip("|").split("|")[3]) for row in block.splitlines()
-             if row.startswith("| ") and ".ipynb" in row]
-    assert len(peaks) >= 11
-    return max(peaks)
+    block = doc.split(f"<!-- {marker}:start -->", 1)[1].split(f"<!-- {marker}:end -->", 1)[0]
+    return [float(row.strip().strip("|").split("|")[column]) for row in block.splitlines()
+            if row.startswith("| ") and ".ipynb" in row]
+
+
+def _largest_lesson_peak_mib() -> float:
+    """The largest peak RSS of one kernel the teaching guide reports: every lesson in full mode
+    (scripts/measure_lessons.py) and the class benchmark's kernels (benchmarks/class_size.py)."""
+    lessons, classes = _measured("resources", 3), _measured("class-size", 6)
+    assert len(lessons) >= 11 and classes
+    return max(lessons + classes)
+
+
+def _language_model_share_mib() -> float:
+    """What a student on lesson 08 holds in the largest class measured: its peak PSS over its size (class_size.py)."""
+    doc = (ROOT / "docs" / "teaching.md").read_text(encoding="utf-8")
+    block = doc.split("<!-- class-size:start -->", 1)[1].split("<!-- class-size:end -->", 1)[0]
+    rows = [[c.strip() for c in row.strip().strip("|").split("|")] for row in block.splitlines()
+            if row.startswith("| 08_")]
+    students, pss = max((int(r[1]), float(r[7])) for r in rows)
+    assert students >= 2, "measure a class, not one student"
+    return pss / students
 
 
 def _bytes(quantity: str) -> float:
@@ -117,11 +133,13 @@ def test_hub_config_gives_each_student_the_measured_memory_and_their_own_runs():
     server = 150 * 2**20  # jupyter-server and its extensions, beside the kernel
     limit, guarantee = _bytes(single["memory"]["limit"]), _bytes(single["memory"]["guarantee"])
     assert limit >= peak + server, f"the memory limit must hold the largest lesson ({peak / 2**30:.2f} GiB) and a server"
-    assert guarantee <= limit and guarantee >= peak, "a class runs one lesson at once: reserve what it needs"
+    assert guarantee <= limit and guarantee >= _language_model_share_mib() * 2**20, \
+        "reserve at least what a student holds in a class on the language-model lessons"
     env = single["extraEnv"]
     home = "/home/jovyan"
     assert not env["CFCOURSE_DATA"].startswith(home), "a volume mounted over the home would hide the data"
     assert env["CFCOURSE_RUNS"].startswith(home + "/"), "each student's runs belong in their own home"
+    assert env["CFCOURSE_THREADS"] == "1", "a class that starts together must not pick two threads per kernel"
     built_at = re.search(r"--target-repo-dir (\S+)", HUB.read_text()).group(1)
     assert env["CFCOURSE_DATA"] == built_at + "/.cfcourse-data"
     assert '"${REPO_DIR:-$PWD}/.cfcourse-data"' in (BINDER / "postBuild").read_text(), \
