@@ -369,10 +369,11 @@ def test_record_tells_the_story_over_seeds_and_chooses_stage_2s_rate_on_validati
     earlier.write_text(json.dumps(changed))
     other = lab.record(replace(s, seeds=(0,)), out=runs / "other.json", verbose=False, sweep_from=earlier)
     assert other["sweep_source"].startswith("this run (earlier.json") and "another medical model" in other["sweep_source"]
-    changed["settings"]["lr_grid"] = [1.0]
-    earlier.write_text(json.dumps(changed))
-    assert lab.record(replace(s, seeds=(0,)), out=runs / "third.json", verbose=False,
-                      sweep_from=earlier)["sweep_source"] == "this run"
+    header = {k: v for k, v in other.items() if k in ("mode", "versions", "settings", "pretrained")}
+    assert lab._earlier_sweep(header, earlier) is not None
+    for key, value in (("lr_grid", [1.0]), ("questions", 99)):
+        earlier.write_text(json.dumps({**changed, "settings": {**changed["settings"], key: value}}))
+        assert lab._earlier_sweep(header, earlier) is None, f"a sweep with another {key} cannot stand in"
 
 
 def test_sweep_trains_each_cure_from_the_medical_model_and_writes_its_points(tok, data_dir, tmp_path, monkeypatch):
