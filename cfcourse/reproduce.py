@@ -237,7 +237,7 @@ NOTES: dict[tuple[str, str], str] = {
     ("online EWC", "domain"): (
         "the same strength (their reg_coef 700) and gamma (1: their online EWC adds each task's Fisher to the "
         "running one without decay, as ours does). Still different: their Fisher uses the model's own top label on "
-        "every training digit of the task, ours the true label on 1,000 of them. Three seeds gave 59.9 to 62.3, "
+        "every training digit of the task, ours the true label on 1,000 of them. Three seeds on one thread gave 59.9 to 62.3, "
         "3.7 points above the paper on average; with the authors' input normalisation the first seed gave 57.0. "
         "The paper's own standard deviation here is 1.44."),
     ("SI", "domain"): (
