@@ -136,6 +136,11 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0)
 
 
+def to_inputs(x: torch.Tensor) -> torch.Tensor:
+    """A batch as model inputs: uint8 pixels become floats in [0, 1] (to_float), any other tensor passes as is."""
+    return to_float(x) if x.dtype == torch.uint8 else x
+
+
 def _subsample(x: torch.Tensor, y: torch.Tensor, n: int | None, gen: torch.Generator):
     if n is None or n >= len(y):
         return x, y

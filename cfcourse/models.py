@@ -78,6 +78,12 @@ def for_scenario(scenario: str, tasks: list, hidden: Sequence[int] = (400, 400))
     raise ValueError(f"unknown scenario {scenario!r}; choose one of task, domain, class")
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where `model`'s weights are (the CPU for a model without any)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def forward(model: nn.Module, x: torch.Tensor, task_id: int | torch.Tensor) -> torch.Tensor:
     """Call any model: multi-head models get the task id, others only the inputs."""
     return model(x, task_id) if getattr(model, "multi_head", False) else model(x)

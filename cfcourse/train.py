@@ -1,7 +1,8 @@
 """One training loop and one evaluation loop over tensors in memory; see lesson 02.
 
-Data stays as uint8 tensors; each step takes a batch by index and turns it
-into floats. No per-sample Python runs in the loop.
+Data stays as tensors in memory (the lessons' images as uint8, turned into floats a batch at a time); each
+step takes a batch by index. No per-sample Python runs in the loop. The loop calls the strategy protocol of
+cfcourse.strategies, as language-model fine-tuning (lm/finetune.py) does.
 """
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import config
-from .data import Task, to_float
+from .data import Task, to_inputs
 from .metrics import AccuracyMatrix
-from .models import forward
-from .strategies import Naive, Strategy
+from .models import forward, model_device
+from .strategies import Strategy, compose
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -36,23 +37,18 @@ def on_course_threads(fn):
     return wrapper
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 @on_course_threads
 @torch.no_grad()
 def evaluate(model: nn.Module, task: Task, batch_size: int = 2000, limit: int | None = None) -> float:
     """Accuracy of `model` on the test set of `task` (its first `limit` samples if given)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    was_training, dev = model.training, _device_of(model)
+    was_training, dev = model.training, model_device(model)
     model.eval()
     x_all, y_all = task.test_x[:limit], task.test_y[:limit]
     correct = 0
     for i in range(0, len(y_all), batch_size):
-        x = to_float(x_all[i:i + batch_size].to(dev))
+        x = to_inputs(x_all[i:i + batch_size].to(dev))
         logits = forward(model, x, task.task_id)  # (batch, classes)
         correct += (logits.argmax(1) == y_all[i:i + batch_size].to(dev)).sum().item()
     model.train(was_training)
@@ -82,6 +78,14 @@ def _show_progress(progress: bool) -> bool:
     return progress and os.environ.get("TQDM_DISABLE", "").strip().lower() not in {"1", "true", "yes"}
 
 
+def check_model(model) -> None:
+    """Refuse what cannot be trained, saying why: not a torch module, or a module with no weights."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if next(model.parameters(), None) is None:
+        raise ValueError(f"model ({type(model).__name__}) has no parameters: there is nothing to train")
+
+
 def _check_train_args(epochs: int, batch_size: int, eval_every: int | None) -> None:
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
@@ -93,14 +97,15 @@ def _check_train_args(epochs: int, batch_size: int, eval_every: int | None) -> N
 
 @on_course_threads
 def train_task(model: nn.Module, tasks: list[Task], t: int, optimizer: torch.optim.Optimizer,
-               strategy: Strategy | None = None, epochs: int = 1, batch_size: int = 128,
+               strategy: Strategy | list[Strategy] | None = None, epochs: int = 1, batch_size: int = 128,
                generator: torch.Generator | None = None, eval_every: int | None = None,
                curve_size: int = 1000, curves: Curves | None = None, progress: bool = True) -> Curves:
-    """Train `model` on stage `t` of `tasks` with `strategy`; record per-task accuracy every `eval_every` steps."""
+    """Train `model` on stage `t` of `tasks` with `strategy` (one, or a list that runs together); record per-task
+    accuracy every `eval_every` steps."""
     _check_train_args(epochs, batch_size, eval_every)
-    strategy = strategy or Naive()
+    strategy = compose(strategy)
     curves = curves if curves is not None else Curves()
-    dev = _device_of(model)
+    dev = model_device(model)
     x_all, y_all, ids_all = strategy.training_set(tasks, t)
     x_all, y_all = x_all.to(dev), y_all.to(dev)
     ids_all = ids_all.to(dev) if ids_all is not None else None
@@ -115,13 +120,16 @@ def train_task(model: nn.Module, tasks: list[Task], t: int, optimizer: torch.opt
     step = 0
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator).to(dev)
-        for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
+        i = 0
+        while i < n:
+            take = strategy.new_samples(step, batch_size)  # batch_size, or fewer when replay fills places
+            idx, i = order[i:i + take], i + take
             task_ids = tasks[t].task_id if ids_all is None else ids_all[idx]
-            x, y, task_ids = strategy.transform_batch(to_float(x_all[idx]), y_all[idx], task_ids)
+            x, y, task_ids = strategy.transform_batch(to_inputs(x_all[idx]), y_all[idx], task_ids)
             loss = strategy.task_loss(forward(model, x, task_ids), y) + strategy.penalty(model, x, task_ids)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            strategy.add_penalty_grad(model)
             strategy.before_step(model)
             optimizer.step()
             strategy.after_step(model)
@@ -159,25 +167,29 @@ def adam(lr: float = 1e-3) -> OptimizerFactory:
 
 
 @on_course_threads
-def run_tasks(model: nn.Module, tasks: list[Task], strategy: Strategy | None = None,
+def run_tasks(model: nn.Module, tasks: list[Task], strategy: Strategy | list[Strategy] | None = None,
               optimizer: OptimizerFactory | None = None, epochs: int = 1, batch_size: int = 128,
               seed: int = 0, eval_every: int | None = None, curve_size: int = 1000,
               progress: bool = True, on_stage: Callable[[int, AccuracyMatrix], None] | None = None) -> RunResult:
-    """Train on `tasks` in order, filling the accuracy matrix after each task; see lesson 02."""
+    """Train on `tasks` in order with `strategy` (one, or a list that runs together, e.g. [Replay(), EWC()]),
+    filling the accuracy matrix after each task; see lesson 02."""
     if not tasks:
         raise ValueError("tasks is empty: build at least one task, e.g. cfcourse.data.permuted_mnist(2)")
     _check_train_args(epochs, batch_size, eval_every)
-    strategy = strategy or Naive()
+    check_model(model)
+    strategy = compose(strategy)
     make_opt = optimizer or sgd()
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     acc = AccuracyMatrix(len(tasks), [task.name for task in tasks])
     acc.set_baseline(evaluate_all(model, tasks))
     curves = Curves()
+    trained = strategy.setup(model)
     for t in range(len(tasks)):
-        train_task(model, tasks, t, make_opt(model.parameters()), strategy, epochs, batch_size, gen,
+        train_task(trained, tasks, t, make_opt(trained.parameters()), strategy, epochs, batch_size, gen,
                    eval_every, curve_size, curves, progress)
-        acc.record_row(t, evaluate_all(model, tasks))
+        acc.record_row(t, evaluate_all(trained, tasks))
         if on_stage is not None:
             on_stage(t, acc)
+    strategy.teardown(trained)
     return RunResult(acc, curves, time.perf_counter() - start)

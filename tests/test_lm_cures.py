@@ -12,6 +12,9 @@ import torch
 from cfcourse.lm import cures
 from cfcourse.lm import finetune as ft
 from cfcourse.lm.model import DEFAULT_MODEL
+from cfcourse.lm.tasks import TextTask
+from cfcourse.strategies.regularization import EWC, L2, diagonal_fisher
+from cfcourse.strategies.rehearsal import MixedReplay
 
 
 def _tiny(vocab=61, layers=4):
@@ -59,20 +62,20 @@ def test_replay_ratio_out_of_range_is_refused():
 def test_mixed_batches_draw_old_blocks_at_the_ratio_over_a_real_run(tiny, monkeypatch):
     new, old = _blocks(8, 16, offset=3), _blocks(8, 16, offset=20)  # old tokens are 20..26, new 3..9
     seen = []
-    real = cures.mixed_batch
+    real = MixedReplay.transform_batch
 
-    def spy(*args, **kwargs):
-        batch = real(*args, **kwargs)
-        seen.append(batch)
+    def spy(self, x, y, ids):
+        batch = real(self, x, y, ids)
+        seen.append(batch[0])
         return batch
-    monkeypatch.setattr(cures, "mixed_batch", spy)
+    monkeypatch.setattr(MixedReplay, "transform_batch", spy)
     cfg = ft.FinetuneConfig(steps=20, batch_size=4, lr=1e-2, trainable_layers=1, replay_ratio=0.25)
     result = ft.finetune(tiny, new, cfg, old_blocks=old)
     rows = torch.cat(seen)
     is_old = (rows >= 20).all(1)
     assert ((rows < 20).all(1) | is_old).all()  # every block is wholly new or wholly old
     assert int(is_old.sum()) == result["replayed"] == 20  # 25% of 80 blocks
-    assert all(int((b >= 20).all(1).sum()) == 1 for b in seen)  # one in each batch of 4
+    assert all(len(b) == 4 and int((b >= 20).all(1).sum()) == 1 for b in seen)  # one in each batch of 4
 
 
 def test_cures_that_need_old_text_say_so(tiny):
@@ -87,38 +90,48 @@ def test_cures_that_need_old_text_say_so(tiny):
 
 # --- L2 to the start and EWC ---------------------------------------------------------------------------------
 
-def test_l2_penalty_is_zero_at_the_start_and_grows_with_distance(tiny):
+def _pulled(tiny, kind: str, strength: float):
+    """The top two layers trainable and an L2 or EWC pull anchored at them, as finetune builds it."""
     params = ft.freeze_all_but_top(tiny, 2)
-    pen = cures.L2ToStart(params, strength=3.0)
-    assert pen().item() == 0.0
+    pull = L2(l2_lambda=strength) if kind == "l2" else EWC(normalise_fisher=True, ewc_lambda=strength,
+                                                          fisher_samples=3)
+    pull.after_task(tiny, TextTask("old", _blocks(3, offset=20)))
+    return params, pull
+
+
+def test_l2_penalty_is_zero_at_the_start_and_grows_with_distance(tiny):
+    params, pull = _pulled(tiny, "l2", 3.0)
+    start = [p.detach().clone() for p in params]
+    assert pull.penalty(tiny, None, None).item() == 0.0
     values = []
     for step in (0.01, 0.02, 0.04):
         with torch.no_grad():
-            for p, p0 in zip(params, pen.start):
+            for p, p0 in zip(params, start):
                 p.copy_(p0 + step)
-        values.append(pen().item())
+        values.append(pull.penalty(tiny, None, None).item())
     n = sum(p.numel() for p in params)
     assert values[0] == pytest.approx(0.5 * 3.0 * n * 0.01 ** 2, rel=1e-3)
     assert values[1] == pytest.approx(4 * values[0], rel=1e-3) and values[2] == pytest.approx(16 * values[0], rel=1e-3)
+    assert values[2] == pytest.approx(cures.l2_penalty(params, start, 3.0).item(), rel=1e-6)  # lesson 09's own
 
 
 @pytest.mark.parametrize("kind", ["l2", "ewc"])
 def test_the_in_place_gradient_equals_autograd_through_the_penalty(tiny, kind):
-    params = ft.freeze_all_but_top(tiny, 2)
-    pen = (cures.L2ToStart(params, 0.7) if kind == "l2"
-           else cures.EWCPenalty(params, cures.lm_fisher(tiny, _blocks(3), params), 0.7))
+    params, pull = _pulled(tiny, kind, 0.7)
     with torch.no_grad():
         for p in params:
             p.add_(0.05 * torch.randn_like(p))
-    pen().backward()
+    pull.penalty(tiny, None, None).backward()
     want = [p.grad.clone() for p in params]
+    pull.grad_in_place = True
+    assert pull.penalty(tiny, None, None) == 0.0  # in place, the loss carries no penalty ...
     for p in params:
-        p.grad = torch.ones_like(p)  # add_grad adds to what backward of the loss left there
-    pen.add_grad()
+        p.grad = torch.ones_like(p)  # ... and add_penalty_grad adds to what backward of the loss left there
+    pull.add_penalty_grad(tiny)
     assert all(torch.allclose(p.grad - 1, w, atol=1e-6) for p, w in zip(params, want))
     for p in params:
         p.grad = None
-    pen.add_grad()
+    pull.add_penalty_grad(tiny)
     assert all(torch.allclose(p.grad, w, atol=1e-6) for p, w in zip(params, want))
 
 
@@ -134,17 +147,31 @@ def test_l2_pull_keeps_weights_nearer_the_start(tiny):
 
 def test_ewc_fisher_is_non_negative_normalised_and_weights_the_pull(tiny):
     params = ft.freeze_all_but_top(tiny, 2)
-    fisher = cures.lm_fisher(tiny, _blocks(4), params)
-    assert all((f >= 0).all() for f in fisher)
-    mean = sum(float(f.sum()) for f in fisher) / sum(f.numel() for f in fisher)
+    fisher = diagonal_fisher(tiny, TextTask("old", _blocks(4)), n_samples=4, normalise=True)
+    assert list(fisher) == [n for n, p in tiny.named_parameters() if p.requires_grad]
+    assert all((f >= 0).all() for f in fisher.values())
+    mean = sum(float(f.sum()) for f in fisher.values()) / sum(f.numel() for f in fisher.values())
     assert mean == pytest.approx(1.0, rel=1e-5)
-    pen = cures.EWCPenalty(params, fisher, strength=2.0)
-    assert pen().item() == 0.0
+    _, pull = _pulled(tiny, "ewc", 2.0)
+    assert pull.penalty(tiny, None, None).item() == 0.0
+    first = next(iter(pull.memories[0][0].values()))
     with torch.no_grad():
         params[0].add_(0.1)
-    assert pen().item() == pytest.approx(0.5 * 2.0 * float(fisher[0].sum()) * 0.01, rel=1e-4)
-    with pytest.raises(ValueError, match="one tensor per trained parameter"):
-        cures.EWCPenalty(params, fisher[:-1], 1.0)
+    assert pull.penalty(tiny, None, None).item() == pytest.approx(0.5 * 2.0 * float(first.sum()) * 0.01, rel=1e-4)
+    with pytest.raises(ValueError, match="true Fisher needs labels"):
+        diagonal_fisher(tiny, TextTask("old", _blocks(4)), n_samples=4, kind="true")
+
+
+def test_the_lm_fisher_is_the_mean_squared_gradient_of_each_blocks_loss(tiny):
+    ft.freeze_all_but_top(tiny, 1)
+    task = TextTask("old", _blocks(3))
+    fisher = diagonal_fisher(tiny, task, n_samples=3)
+    params = [p for p in tiny.parameters() if p.requires_grad]
+    want = [torch.zeros_like(p) for p in params]
+    for i in range(3):
+        for w, g in zip(want, torch.autograd.grad(task.sample_loss(tiny, i), params)):
+            w += g ** 2 / 3
+    assert all(torch.allclose(f, w, rtol=1e-5, atol=1e-12) for f, w in zip(fisher.values(), want))
 
 
 def test_fine_tuning_with_ewc_runs_and_moves_less(tiny):

@@ -1,15 +1,18 @@
 """Cures for forgetting when a language model is fine-tuned on a new domain; see lesson 09.
 
-Each cure is one knob of `finetune.FinetuneConfig`, and they combine:
+Each cure is one knob of `finetune.FinetuneConfig`, which builds the list of strategies (cfcourse.strategies,
+the same objects the MNIST lessons use) that `finetune` runs; they combine:
 
 - a lower learning rate (`lr`): the simplest cure, and often the strongest;
 - replay mixing (`replay_ratio`): a share of every batch is old-domain text (`old_blocks`), so the model keeps
-  practising what it knew; `replay_schedule` spreads the replayed blocks so the share is exact over the run;
-- L2 to the start (`l2`): a penalty l2/2 * sum (w - w_start)^2 on the trained weights (`L2ToStart`);
-- EWC (`ewc`): the same pull, weighted per weight by a diagonal Fisher estimated on a sample of old-domain text
-  (`lm_fisher`, `EWCPenalty`), so weights the old text relies on move least;
+  practising what it knew; the `mixed-replay` strategy, whose `replay_schedule` spreads the replayed blocks
+  so the share is exact over the run;
+- L2 to the start (`l2`): a penalty l2/2 * sum (w - w_start)^2 on the trained weights (the `l2` strategy,
+  anchored at the weights fine-tuning starts from);
+- EWC (`ewc`): the same pull, weighted per weight by a diagonal Fisher estimated on a sample of old-domain
+  text (the `ewc` strategy, its Fisher normalised to mean 1), so weights the old text relies on move least;
 - LoRA (`lora_rank`, `lora_targets`): train low-rank adapters beside frozen weights, through `peft`
-  (`add_lora`); the adapters are merged into the weights after training;
+  (`add_lora`, the `LoRA` strategy); the adapters are merged into the weights after training;
 - self-generated replay: when the old data is gone, sample text from the model before fine-tuning
   (`self_generated_blocks`) and replay that instead.
 
@@ -22,118 +25,21 @@ import math
 
 import torch
 
-from .measures import lm_loss
+from ..strategies import HParam, Strategy
+from ..strategies.rehearsal import replay_schedule  # noqa: F401  (lesson 09 reads it here)
+from ..strategies.regularization import quadratic_sum
+from .model import decoder_layers
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
-# --- replay mixing -----------------------------------------------------------------------------------------------
+# --- the L2 pull, as lesson 09 writes it --------------------------------------------------------------------------
 
-def replay_schedule(steps: int, batch_size: int, ratio: float) -> list[int]:
-    """How many of each step's `batch_size` blocks are replayed old text, so that the share over the run is `ratio`.
-
-    The counts are spread evenly (step s replays floor((s+1)·b·r) − floor(s·b·r) blocks), so a ratio of 0.25
-    with batches of 2 replays one block every other step, and over any run the total is round down of
-    steps·batch_size·ratio, never off by more than one block.
-    """
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"replay ratio must be in [0, 1): the share of each batch that is old text, got {ratio}")
-    total = batch_size * ratio
-    return [math.floor((s + 1) * total + 1e-9) - math.floor(s * total + 1e-9) for s in range(steps)]
-
-
-def mixed_batch(new_blocks: torch.Tensor, old_blocks: torch.Tensor | None, batch_size: int, n_old: int,
-                generator: torch.Generator) -> torch.Tensor:
-    """One batch of `batch_size` blocks: `n_old` drawn from `old_blocks`, the rest from `new_blocks`, by index."""
-    new_idx = torch.randint(0, new_blocks.shape[0], (batch_size - n_old,), generator=generator)
-    parts = [new_blocks[new_idx]]
-    if n_old:
-        old_idx = torch.randint(0, old_blocks.shape[0], (n_old,), generator=generator)
-        parts.append(old_blocks[old_idx])
-    return torch.cat(parts)
-
-
-# --- penalties: L2 to the start, EWC -----------------------------------------------------------------------------
-
-def l2_penalty(params, start, strength: float, weights=None) -> torch.Tensor:
-    """strength/2 · Σ w · (p − p_start)² over every weight of `params` (w = 1 without `weights`): the pull back to
-    the starting weights; 0 at the start, growing with the square of the distance."""
-    total = params[0].new_zeros(())
-    for i, (p, p0) in enumerate(zip(params, start)):
-        d2 = (p - p0).pow(2)
-        total = total + (d2 if weights is None else weights[i] * d2).sum()
-    return 0.5 * strength * total
-
-
-class L2ToStart:
-    """strength/2 · Σ (w − w_start)² over `params`, with w_start their values when this is made."""
-
-    def __init__(self, params: list[torch.nn.Parameter], strength: float):
-        if not strength >= 0:
-            raise ValueError(f"the L2 strength must be >= 0, got {strength}")
-        self.params, self.strength = list(params), float(strength)
-        self.start = [p.detach().clone() for p in self.params]
-        self.weights = None
-
-    def __call__(self) -> torch.Tensor:
-        return l2_penalty(self.params, self.start, self.strength, self.weights)
-
-    @torch.no_grad()
-    def add_grad(self) -> None:
-        """Add the penalty's gradient, strength · w · (p − p_start), to each parameter's .grad in place.
-
-        The same gradient as backpropagating through __call__(), without autograd keeping a copy of every
-        difference: one parameter's temporary at a time, instead of a few hundred MB for a 135M model.
-        """
-        for i, (p, p0) in enumerate(zip(self.params, self.start)):
-            d = p - p0
-            if self.weights is not None:
-                d.mul_(self.weights[i])
-            if p.grad is None:
-                p.grad = d.mul_(self.strength)
-            else:
-                p.grad.add_(d, alpha=self.strength)
-
-
-class EWCPenalty(L2ToStart):
-    """strength/2 · Σ F · (w − w_start)², F a diagonal Fisher from old-domain text (`lm_fisher`)."""
-
-    def __init__(self, params: list[torch.nn.Parameter], fisher: list[torch.Tensor], strength: float):
-        super().__init__(params, strength)
-        if len(fisher) != len(self.params) or any(f.shape != p.shape for f, p in zip(fisher, self.params)):
-            raise ValueError("the Fisher must have one tensor per trained parameter, of the same shape")
-        self.weights = [f.detach() for f in fisher]
-
-
-def lm_fisher(model, blocks: torch.Tensor, params: list[torch.nn.Parameter], chunk_size: int = 128,
-              normalise: bool = True) -> list[torch.Tensor]:
-    """Diagonal empirical Fisher of `params` on old-domain `blocks`: the mean over blocks of the squared gradient
-    of each block's mean next-token loss.
-
-    With `normalise` the Fisher is divided by its mean over all weights, so its scale is 1 on average and the
-    EWC strength reads like an L2 strength (a weight of average importance feels exactly the L2 pull).
-    """
-    if blocks.ndim != 2 or blocks.shape[0] < 1:
-        raise ValueError(f"blocks must be (n_blocks >= 1, block_len), got {tuple(blocks.shape)}")
-    fisher = [torch.zeros_like(p) for p in params]
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()  # no dropout: the Fisher of the model as it is
-    try:
-        for i in range(blocks.shape[0]):
-            total, count = lm_loss(model, blocks[i:i + 1].to(device), chunk_size=chunk_size)
-            grads = torch.autograd.grad(total / count, params, allow_unused=True)
-            for f, g in zip(fisher, grads):
-                if g is not None:
-                    f += g.detach() ** 2
-    finally:
-        model.train(was_training)
-    fisher = [f / blocks.shape[0] for f in fisher]
-    if normalise:
-        mean = sum(float(f.sum()) for f in fisher) / sum(f.numel() for f in fisher)
-        if mean > 0:
-            fisher = [f / mean for f in fisher]
-    return fisher
+def l2_penalty(params, start, strength: float) -> torch.Tensor:
+    """strength/2 · Σ (p − p_start)² over every weight of `params` (lists of tensors): the pull back to the
+    starting weights that lesson 09's learner writes. The strategies' pull (cfcourse.strategies.regularization,
+    `L2` and `EWC`) is this sum over a model's named weights, weighted per weight by EWC's Fisher."""
+    return 0.5 * strength * quadratic_sum(params, start)
 
 
 # --- LoRA through peft -------------------------------------------------------------------------------------------
@@ -157,8 +63,6 @@ def add_lora(model, rank: int, targets=DEFAULT_LORA_TARGETS, alpha: float | None
         raise ValueError(f"LoRA targets {unknown} are not Linear modules of this model; choose from {sorted(names)}")
     where = {}
     if top_layers is not None:
-        from .finetune import decoder_layers
-
         n = len(decoder_layers(model))
         if not 1 <= top_layers <= n:
             raise ValueError(f"top_layers must be in 1..{n}, got {top_layers}")
@@ -171,6 +75,31 @@ def add_lora(model, rank: int, targets=DEFAULT_LORA_TARGETS, alpha: float | None
 def merge_lora(peft_model):
     """Fold the adapters into the weights and return the plain model (the object that was wrapped)."""
     return peft_model.merge_and_unload()
+
+
+class LoRA(Strategy):
+    """Train low-rank adapters beside the frozen weights of a causal LM (Hu et al. 2021), through peft: `setup`
+    wraps the model, `teardown` folds the adapters into the weights (or, with merge False, keeps peft's model,
+    whose adapter `with model.disable_adapter():` switches off)."""
+
+    name = "lora"
+    hparams = (HParam("lora_rank", int, 8, low=1, help="rank of each adapter"),)
+
+    def __init__(self, targets=DEFAULT_LORA_TARGETS, top_layers: int | None = None, merge: bool = True,
+                 seed: int = 0, **hparams):
+        super().__init__(**hparams)
+        self.targets, self.top_layers, self.merge, self.seed = tuple(targets), top_layers, bool(merge), seed
+
+    def setup(self, model):
+        """Freeze the model and wrap it with adapters, initialised from `seed` (not from torch's global stream,
+        so that a run is the same whatever ran before it)."""
+        model.requires_grad_(False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return add_lora(model, self.lora_rank, self.targets, top_layers=self.top_layers)
+
+    def teardown(self, model):
+        return merge_lora(model) if self.merge else model
 
 
 # --- self-generated replay ---------------------------------------------------------------------------------------
@@ -227,8 +156,6 @@ def interpolate(model, start: dict[str, torch.Tensor], tuned: dict[str, torch.Te
 def top_layer_weights(model, layers: int) -> dict[str, torch.Tensor]:
     """Copies of the weights of `model`'s top `layers` decoder layers, by name: all that the course's
     fine-tuning changes, so all that interpolation needs."""
-    from .finetune import decoder_layers
-
     top = {id(p) for layer in decoder_layers(model)[-layers:] for p in layer.parameters()}
     return {n: p.detach().clone() for n, p in model.named_parameters() if id(p) in top}
 

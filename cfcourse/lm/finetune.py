@@ -9,7 +9,10 @@ at a time (measures.lm_loss), and uses Adafactor, whose state is a few vectors
 per matrix instead of AdamW's two full copies.
 
 The cures (cures.py) are fields of the same config: replay_ratio, l2, ewc,
-lora_rank and lora_targets, and the learning rate; they combine freely.
+lora_rank and lora_targets, and the learning rate; they combine freely. The
+config builds them as strategies of cfcourse.strategies (`FinetuneConfig.strategies`),
+the same objects and hooks the MNIST runner uses, and `finetune` runs any list of
+them: the config's, or one of your own.
 """
 from __future__ import annotations
 
@@ -20,8 +23,14 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
+from ..models import model_device
+from ..strategies import Strategy, compose
+from ..strategies.regularization import EWC, L2
+from ..strategies.rehearsal import MixedReplay, replay_schedule
 from . import cures
 from .measures import lm_loss
+from .model import decoder_layers
+from .tasks import TextTask
 
 
 @dataclass
@@ -64,6 +73,32 @@ class FinetuneConfig:
     def needs_old_text(self) -> bool:
         return self.replay_ratio > 0 or self.ewc > 0
 
+    @property
+    def has_cures(self) -> bool:
+        return bool(self.replay_ratio or self.l2 or self.ewc or self.lora_rank)
+
+    def strategies(self, n_old_blocks: int = 0, generator: torch.Generator | None = None,
+                   schedule: list[int] | None = None) -> list[Strategy]:
+        """The cures this config switches on, as strategies: LoRA, replay mixing, the L2 pull, EWC.
+
+        Replay keeps all `n_old_blocks` old blocks and draws from them with replacement, with `generator` (the
+        run's) and `schedule` (old blocks per step; default: the even spread). The L2 and EWC pulls add their
+        gradient in place, which on a 135M-weight model saves a few hundred MB.
+        """
+        out: list[Strategy] = []
+        if self.lora_rank:
+            out.append(cures.LoRA(lora_rank=self.lora_rank, targets=self.lora_targets,
+                                  top_layers=self.trainable_layers, merge=self.merge_lora, seed=self.seed))
+        if self.replay_ratio:
+            out.append(MixedReplay(generator, schedule, replace=True, replay_ratio=self.replay_ratio,
+                                   buffer_size=n_old_blocks))
+        if self.l2:
+            out.append(L2(grad_in_place=True, l2_lambda=self.l2))
+        if self.ewc:
+            out.append(EWC(normalise_fisher=True, grad_in_place=True, ewc_lambda=self.ewc,
+                           fisher_samples=self.fisher_blocks))
+        return out
+
     def label(self) -> str:
         """A short name for plots and tables, e.g. 'lr 5e-04, replay 25%, L2 1'."""
         parts = [f"lr {self.lr:.0e}"]
@@ -76,15 +111,6 @@ class FinetuneConfig:
         if self.ewc:
             parts.append(f"EWC {self.ewc:g}")
         return ", ".join(parts)
-
-
-def decoder_layers(model) -> torch.nn.ModuleList:
-    """The stack of transformer blocks of a Hugging Face causal LM (Llama, Mistral, Qwen: .layers; GPT-2: .h)."""
-    decoder = model.get_decoder()
-    for name in ("layers", "h", "blocks"):
-        if isinstance(getattr(decoder, name, None), torch.nn.ModuleList):
-            return getattr(decoder, name)
-    raise ValueError(f"cannot find the decoder layers of {type(model).__name__}; expected .layers or .h")
 
 
 def freeze_all_but_top(model, trainable_layers: int) -> list[torch.nn.Parameter]:
@@ -118,63 +144,60 @@ def _checkpointing(model, on: bool) -> None:
         model.gradient_checkpointing_disable()
 
 
-def finetune(model, train_blocks: torch.Tensor, cfg: FinetuneConfig | None = None, old_blocks=None,
-             on_step=None, schedule=None) -> dict:
-    """Train `model` on random batches of `train_blocks` (n_blocks, block_len), with the cures `cfg` switches on.
-
-    `old_blocks` (n, block_len) is old-domain text (real, or `cures.self_generated_blocks`): replayed when
-    `cfg.replay_ratio` > 0, and the Fisher sample when `cfg.ewc` > 0. `on_step(step, loss, model)` is called
-    after every step (e.g. to record perplexities as training goes). `schedule(steps, batch_size, ratio)` gives
-    the number of old blocks in each step's batch (default `cures.replay_schedule`; lesson 09 passes the
-    learner's own). The model is trained in place; with LoRA
-    the adapters are merged into its weights at the end (with `cfg.merge_lora` False, "model" is peft's model,
-    whose adapter `with model.disable_adapter():` switches off). Returns the losses, the seconds and the config, and
-    under "model" the trained model (the same object that was passed in).
-    """
-    cfg = cfg or FinetuneConfig()
+def _check_blocks(cfg: FinetuneConfig, train_blocks: torch.Tensor, old_blocks) -> None:
     if train_blocks.ndim != 2 or train_blocks.shape[0] < 1:
         raise ValueError(f"train_blocks must be (n_blocks >= 1, block_len), got {tuple(train_blocks.shape)}")
-    if cfg.needs_old_text:
-        if old_blocks is None or old_blocks.ndim != 2 or old_blocks.shape[0] < 1:
-            raise ValueError("replay_ratio > 0 and ewc > 0 need old_blocks: (n_blocks, block_len) token ids of "
-                             "old-domain text (or cures.self_generated_blocks when the old data is gone)")
-        if old_blocks.shape[1] != train_blocks.shape[1]:
-            raise ValueError(f"old_blocks have {old_blocks.shape[1]} tokens a block, train_blocks "
-                             f"{train_blocks.shape[1]}; use the same block length")
-    if cfg.lora_rank:
-        model.requires_grad_(False)
-        trained = cures.add_lora(model, cfg.lora_rank, cfg.lora_targets, top_layers=cfg.trainable_layers)
-        params = [p for p in trained.parameters() if p.requires_grad]
-    else:
-        trained = model
-        params = freeze_all_but_top(model, cfg.trainable_layers)
-    device = next(model.parameters()).device
-    penalty = None
-    if cfg.ewc:
-        fisher = cures.lm_fisher(trained, old_blocks[:cfg.fisher_blocks], params, cfg.chunk_size)
-        penalty = cures.EWCPenalty(params, fisher, cfg.ewc)
-    elif cfg.l2:
-        penalty = cures.L2ToStart(params, cfg.l2)
+    if cfg.needs_old_text and (old_blocks is None or old_blocks.ndim != 2 or old_blocks.shape[0] < 1):
+        raise ValueError("replay_ratio > 0 and ewc > 0 need old_blocks: (n_blocks, block_len) token ids of "
+                         "old-domain text (or cures.self_generated_blocks when the old data is gone)")
+    if old_blocks is not None and old_blocks.ndim == 2 and old_blocks.shape[1] != train_blocks.shape[1]:
+        raise ValueError(f"old_blocks have {old_blocks.shape[1]} tokens a block, train_blocks "
+                         f"{train_blocks.shape[1]}; use the same block length")
+
+
+def _schedule(cfg: FinetuneConfig, schedule) -> list[int]:
+    """Old blocks in each step's batch, from `schedule(steps, batch_size, ratio)` (default: the even spread)."""
+    counts = [int(n) for n in (schedule or replay_schedule)(cfg.steps, cfg.batch_size, cfg.replay_ratio)]
+    if len(counts) != cfg.steps or not all(0 <= n <= cfg.batch_size for n in counts):
+        raise ValueError(f"a replay schedule gives one count per step ({cfg.steps}), each in 0..{cfg.batch_size}")
+    return counts
+
+
+def finetune(model, train_blocks: torch.Tensor, cfg: FinetuneConfig | None = None, old_blocks=None,
+             on_step=None, schedule=None, strategies=None) -> dict:
+    """Train `model` on random batches of `train_blocks` (n_blocks, block_len), with the cures `cfg` switches on
+    (or your own `strategies`, a list of cfcourse strategies, with no cures in `cfg`).
+
+    `old_blocks` (n, block_len) is old-domain text (real, or `cures.self_generated_blocks`): the strategies
+    see it as the task the model learned before (`after_task`), so replay keeps it and EWC takes its Fisher
+    there. `on_step(step, loss, model)` is called after every step (e.g. to record perplexities as training
+    goes). `schedule(steps, batch_size, ratio)` gives the number of old blocks in each step's batch (default
+    `replay_schedule`; lesson 09 passes the learner's own). The model is trained in place; with LoRA the
+    adapters are merged into its weights at the end (with `cfg.merge_lora` False, "model" is peft's model,
+    whose adapter `with model.disable_adapter():` switches off). Returns the losses, the seconds and the
+    config, and under "model" the trained model.
+    """
+    cfg = cfg or FinetuneConfig()
+    _check_blocks(cfg, train_blocks, old_blocks)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    counts = _schedule(cfg, schedule) if cfg.replay_ratio else [0] * cfg.steps
+    if strategies is not None and cfg.has_cures:
+        raise ValueError("give the cures either as fields of cfg or as strategies, not both")
+    n_old = 0 if old_blocks is None else old_blocks.shape[0]
+    strategy = compose(cfg.strategies(n_old, gen, counts) if strategies is None else strategies)
+    freeze_all_but_top(model, cfg.trainable_layers)
+    trained = strategy.setup(model)  # LoRA wraps the model here
+    strategy.after_task(trained, TextTask("old domain", old_blocks, cfg.chunk_size))  # what it knew before
+    new = TextTask("new domain", train_blocks, cfg.chunk_size, task_id=1)
+    strategy.before_task(trained, new)
     if cfg.gradient_checkpointing:
         _checkpointing(model, True)
-    opt = adafactor(params, cfg.lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    schedule = [int(n) for n in (schedule or cures.replay_schedule)(cfg.steps, cfg.batch_size, cfg.replay_ratio)]
-    if len(schedule) != cfg.steps or not all(0 <= n <= cfg.batch_size for n in schedule):
-        raise ValueError(f"a replay schedule gives one count per step ({cfg.steps}), each in 0..{cfg.batch_size}")
+    opt = adafactor([p for p in trained.parameters() if p.requires_grad], cfg.lr)
     losses, start = [], time.perf_counter()
     trained.train()
     try:
         for step in tqdm(range(cfg.steps), desc="fine-tuning", unit="step", leave=False):
-            batch = cures.mixed_batch(train_blocks, old_blocks, cfg.batch_size, schedule[step], gen)
-            total, count = lm_loss(trained, batch.to(device), chunk_size=cfg.chunk_size)
-            loss = total / count
-            loss.backward()
-            if penalty is not None:
-                penalty.add_grad()  # the pull's gradient, added in place (no autograd copies)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            losses.append(_step(trained, strategy, opt, train_blocks, step, cfg, gen))
             if on_step is not None:
                 trained.eval()
                 on_step(step, losses[-1], trained)
@@ -183,10 +206,24 @@ def finetune(model, train_blocks: torch.Tensor, cfg: FinetuneConfig | None = Non
         trained.eval()
         if cfg.gradient_checkpointing:
             _checkpointing(model, False)
-        if cfg.lora_rank and cfg.merge_lora:
-            model = cures.merge_lora(trained)
-        elif cfg.lora_rank:
-            model = trained  # peft's model: the adapter stays a separate, switchable part
+        model = strategy.teardown(trained)
         model.requires_grad_(False)
     return {"losses": losses, "wall_s": time.perf_counter() - start, "config": asdict(cfg), "model": model,
-            "replayed": sum(schedule)}
+            "replayed": sum(counts) if cfg.replay_ratio else 0}
+
+
+def _step(model, strategy: Strategy, opt, train_blocks: torch.Tensor, step: int, cfg: FinetuneConfig,
+          gen: torch.Generator) -> float:
+    """One step of the strategy protocol on a batch of blocks; returns its mean next-token loss."""
+    new_idx = torch.randint(0, train_blocks.shape[0], (strategy.new_samples(step, cfg.batch_size),), generator=gen)
+    batch, _, _ = strategy.transform_batch(train_blocks[new_idx], None, None)  # replay appends old blocks
+    total, count = lm_loss(model, batch.to(model_device(model)), chunk_size=cfg.chunk_size)
+    loss = total / count
+    penalty = strategy.penalty(model, batch, None)
+    (loss + penalty if isinstance(penalty, torch.Tensor) else loss).backward()
+    strategy.add_penalty_grad(model)  # the L2 and EWC pulls, added in place (no autograd copies)
+    strategy.before_step(model)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    strategy.after_step(model)
+    return loss.item()

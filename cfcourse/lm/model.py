@@ -39,6 +39,15 @@ _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack")
 
 
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The stack of transformer blocks of a Hugging Face causal LM (Llama, Mistral, Qwen: .layers; GPT-2: .h)."""
+    decoder = model.get_decoder()
+    for name in ("layers", "h", "blocks"):
+        if isinstance(getattr(decoder, name, None), torch.nn.ModuleList):
+            return getattr(decoder, name)
+    raise ValueError(f"cannot find the decoder layers of {type(model).__name__}; expected .layers or .h")
+
+
 class ModelError(RuntimeError):
     """A model could not be found, failed its integrity check, or is not a usable causal LM."""
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from ..data import Task, to_float
+from ..data import Task, to_inputs
 from . import HParam, Strategy, register
 
 Tensors = dict[str, torch.Tensor]  # parameter name -> tensor of that parameter's shape
@@ -42,16 +42,75 @@ def snapshot(model: nn.Module) -> Tensors:
     return {name: p.detach().clone() for name, p in trainable(model).items()}
 
 
-def quadratic_penalty(model: nn.Module, anchor: Tensors, importance: Tensors | None = None) -> torch.Tensor:
-    """sum_i importance_i * (w_i - anchor_i)^2 (importance 1 when None): zero at the anchor; see lesson 04."""
-    params = trainable(model)
-    total = torch.zeros((), device=next(iter(params.values())).device) if params else torch.zeros(())
-    for name, w_old in anchor.items():
-        if name not in params:  # a parameter frozen since the anchor was taken
-            continue
-        diff = params[name] - w_old  # same shape as the parameter
-        total = total + (diff * diff if importance is None else diff * importance[name] * diff).sum()
+def quadratic_sum(params, anchors, importance=None) -> torch.Tensor:
+    """sum_i importance_i * (w_i - anchor_i)^2 over matching lists of tensors (importance 1 when None)."""
+    total = params[0].new_zeros(()) if len(params) else torch.zeros(())
+    for i, (w, w_old) in enumerate(zip(params, anchors)):
+        diff = w - w_old  # same shape as the parameter
+        total = total + (diff * diff if importance is None else diff * importance[i] * diff).sum()
     return total
+
+
+def quadratic_penalty(model: nn.Module, anchor: Tensors, importance: Tensors | None = None) -> torch.Tensor:
+    """sum_i importance_i * (w_i - anchor_i)^2 (importance 1 when None): zero at the anchor; see lesson 04.
+    Weights frozen since the anchor was taken do not count."""
+    params = trainable(model)
+    names = [name for name in anchor if name in params]
+    if not names:
+        return torch.zeros((), device=next(iter(params.values())).device) if params else torch.zeros(())
+    return quadratic_sum([params[n] for n in names], [anchor[n] for n in names],
+                         None if importance is None else [importance[n] for n in names])
+
+
+@torch.no_grad()
+def add_quadratic_grad(model: nn.Module, anchor: Tensors, importance: Tensors | None, strength: float) -> None:
+    """Add the gradient of strength/2 * quadratic_penalty, strength * importance_i * (w_i - anchor_i), to each
+    weight's .grad in place.
+
+    The same gradient as backpropagating through the penalty, without autograd keeping a copy of every
+    difference: one weight's temporary at a time instead of a few hundred MB for a 135M-weight language model.
+    """
+    params = trainable(model)
+    for name, w_old in anchor.items():
+        p = params.get(name)
+        if p is None:
+            continue
+        d = p - w_old
+        if importance is not None:
+            d.mul_(importance[name])
+        if p.grad is None:
+            p.grad = d.mul_(strength)
+        else:
+            p.grad.add_(d, alpha=strength)
+
+
+class Pull(Strategy):
+    """A quadratic pull, strength/2 * sum_i importance_i * (w_i - anchor_i)^2 (+ a constant), towards
+    remembered weights; L2, EWC, online EWC and SI say what the anchor and the importance are (`pull`).
+
+    With `grad_in_place` the runner adds the pull's gradient after backward (`add_penalty_grad`) instead of
+    backpropagating through it: the choice for large models, where autograd's copies cost hundreds of MB.
+    """
+
+    def __init__(self, grad_in_place: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.grad_in_place = bool(grad_in_place)
+
+    def pull(self) -> tuple[Tensors, Tensors | None, float, torch.Tensor | float] | None:
+        """(anchor, importance or None, strength, constant), or None before anything is remembered."""
+        return None
+
+    def penalty(self, model: nn.Module, x: torch.Tensor, task_ids) -> torch.Tensor | float:
+        pulled = self.pull()
+        if pulled is None or self.grad_in_place:
+            return 0.0
+        anchor, importance, strength, constant = pulled
+        return strength / 2 * (quadratic_penalty(model, anchor, importance) + constant)
+
+    def add_penalty_grad(self, model: nn.Module) -> None:
+        pulled = self.pull()
+        if pulled is not None and self.grad_in_place:
+            add_quadratic_grad(model, pulled[0], pulled[1], pulled[2])
 
 
 # --- the diagonal Fisher information ---------------------------------------------------------------
@@ -98,36 +157,69 @@ def _check_fisher_args(model: nn.Module, n_samples: int, kind: str, batch_size: 
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
-def diagonal_fisher(model: nn.Module, task: Task, n_samples: int = 1000, kind: str = "empirical",
-                    batch_size: int = 100, seed: int = 0) -> Tensors:
-    """Diagonal Fisher information; see lesson 04.
-
-    The mean over `n_samples` training samples of `task` of each trainable weight's squared per-sample
-    gradient of log p(y | x), with y the true label (empirical) or a label drawn from the model's own
-    prediction (true). Runs in eval mode, so batch-norm statistics never move; `seed` fixes the samples.
-    """
-    _check_fisher_args(model, n_samples, kind, batch_size)
+def _classifier_sq_grad_sums(model: nn.Module, task: Task, idx: torch.Tensor, kind: str, batch_size: int,
+                             seed: int) -> Tensors:
+    """Sum over the samples `idx` of `task` of each weight's squared gradient of log p(y | x): vmap runs the
+    one-sample gradient over a batch at a time."""
     params = {name: p.detach() for name, p in trainable(model).items()}
     consts = {**{n: p.detach() for n, p in model.named_parameters() if not p.requires_grad},
               **dict(model.named_buffers())}
     dev = next(iter(params.values())).device
     sq_grads, gen = _per_sample_sq_grads(model, task.task_id), torch.Generator().manual_seed(seed)
+    sums = {name: torch.zeros_like(p) for name, p in params.items()}
+    for i in range(0, len(idx), batch_size):
+        x = to_inputs(task.train_x[idx[i:i + batch_size]].to(dev))  # (batch, features)
+        y = task.train_y[idx[i:i + batch_size]].to(dev)  # (batch,)
+        if kind == "true":
+            y = _model_labels(model, params, consts, x, task.task_id, gen)
+        for name, g2 in sq_grads(params, consts, x, y).items():
+            sums[name] += g2.sum(0)
+    return sums
+
+
+def _looped_sq_grad_sums(model: nn.Module, task, idx: torch.Tensor) -> Tensors:
+    """The same sums for a task that scores one sample at a time (`task.sample_loss(model, i)`, e.g. a language
+    model's mean next-token loss on one block): one backward pass per sample."""
+    params = trainable(model)
+    sums = {name: torch.zeros_like(p) for name, p in params.items()}
+    for i in idx.tolist():
+        grads = torch.autograd.grad(task.sample_loss(model, i), list(params.values()), allow_unused=True)
+        for name, g in zip(params, grads):
+            if g is not None:
+                sums[name] += g.detach() ** 2
+    return sums
+
+
+def diagonal_fisher(model: nn.Module, task: Task, n_samples: int = 1000, kind: str = "empirical",
+                    batch_size: int = 100, seed: int = 0, normalise: bool = False) -> Tensors:
+    """Diagonal Fisher information; see lessons 04 and 09.
+
+    The mean over `n_samples` training samples of `task` (a seeded sample) of each trainable weight's squared
+    per-sample gradient of log p(y | x), with y the true label (empirical) or a label drawn from the model's
+    own prediction (true). A task with `sample_loss` (a language model's text) is scored one sample at a time;
+    a classifier's, a batch at a time. Runs in eval mode, so neither dropout nor batch norm moves it. With
+    `normalise` the Fisher is divided by its mean over all weights, so that an EWC strength reads like an L2
+    strength (a weight of average importance feels exactly the L2 pull).
+    """
+    _check_fisher_args(model, n_samples, kind, batch_size)
+    looped = hasattr(task, "sample_loss")
+    if looped and kind != "empirical":
+        raise ValueError(f"the {kind} Fisher needs labels to draw; for {task.name!r} use kind='empirical'")
     idx = _sample_indices(len(task.train_y), n_samples, seed)
-    fisher = {name: torch.zeros_like(p) for name, p in params.items()}
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        for i in range(0, len(idx), batch_size):
-            x = to_float(task.train_x[idx[i:i + batch_size]].to(dev))  # (batch, 784)
-            y = task.train_y[idx[i:i + batch_size]].to(dev)  # (batch,)
-            if kind == "true":
-                y = _model_labels(model, params, consts, x, task.task_id, gen)
-            for name, g2 in sq_grads(params, consts, x, y).items():
-                fisher[name] += g2.sum(0)
+        sums = (_looped_sq_grad_sums(model, task, idx) if looped
+                else _classifier_sq_grad_sums(model, task, idx, kind, batch_size, seed))
     finally:
         for m, training in modes.items():  # each module back to its own mode
             m.training = training
-    return {name: f / len(idx) for name, f in fisher.items()}
+    fisher = {name: f / len(idx) for name, f in sums.items()}
+    if normalise:
+        mean = sum(float(f.sum()) for f in fisher.values()) / sum(f.numel() for f in fisher.values())
+        if mean > 0:
+            fisher = {name: f / mean for name, f in fisher.items()}
+    return fisher
 
 
 # --- synaptic intelligence's importance ------------------------------------------------------------
@@ -145,8 +237,10 @@ def si_importance(path: torch.Tensor, start: torch.Tensor, end: torch.Tensor, xi
 # --- the strategies --------------------------------------------------------------------------------
 
 @register
-class L2(Strategy):
-    """Pull every weight towards its value at the end of the previous task, all weights alike."""
+class L2(Pull):
+    """Pull every weight towards its value at the end of the previous task, all weights alike:
+    l2_lambda / 2 * sum_i (w_i - anchor_i)^2. For a language model the previous task is what it knew before
+    fine-tuning, so the pull is towards the starting weights (lesson 09)."""
 
     name = "l2"
     hparams = (HParam("l2_lambda", float, 0.03, low=0.0, help="strength of the pull towards the old weights"),)
@@ -158,11 +252,8 @@ class L2(Strategy):
     def after_task(self, model: nn.Module, task: Task) -> None:
         self.anchor = snapshot(model)
 
-    def penalty(self, model: nn.Module, x: torch.Tensor, task_ids) -> torch.Tensor | float:
-        """l2_lambda / 2 * sum_i (w_i - anchor_i)^2."""
-        if self.anchor is None:
-            return 0.0
-        return self.l2_lambda / 2 * quadratic_penalty(model, self.anchor)
+    def pull(self):
+        return None if self.anchor is None else (self.anchor, None, self.l2_lambda, 0.0)
 
 
 def merge_quadratics(memories: list[tuple[Tensors, Tensors]]) -> tuple[Tensors, Tensors, torch.Tensor]:
@@ -179,32 +270,36 @@ def merge_quadratics(memories: list[tuple[Tensors, Tensors]]) -> tuple[Tensors, 
 
 
 @register
-class EWC(Strategy):
-    """Elastic weight consolidation (Kirkpatrick et al. 2017): one Fisher-weighted pull per old task."""
+class EWC(Pull):
+    """Elastic weight consolidation (Kirkpatrick et al. 2017): one Fisher-weighted pull per old task,
+    ewc_lambda / 2 * sum_t sum_i F_t,i (w_i - a_t,i)^2, computed as one merged quadratic (the same value).
+
+    `normalise_fisher` divides each Fisher by its mean, so that ewc_lambda reads like an L2 strength (how
+    lesson 09 sets it for a language model)."""
 
     name = "ewc"
     hparams = (EWC_LAMBDA, FISHER_SAMPLES, FISHER)
 
-    def __init__(self, **kwargs):
+    def __init__(self, normalise_fisher: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.normalise_fisher = bool(normalise_fisher)
         self.memories: list[tuple[Tensors, Tensors]] = []  # (Fisher, anchor) per finished task
         self._merged: tuple[Tensors, Tensors, torch.Tensor] | None = None  # the same sum as one quadratic
 
     def after_task(self, model: nn.Module, task: Task) -> None:
-        fisher = diagonal_fisher(model, task, self.fisher_samples, self.fisher)
+        fisher = diagonal_fisher(model, task, self.fisher_samples, self.fisher, normalise=self.normalise_fisher)
         self.memories.append((fisher, snapshot(model)))
         self._merged = merge_quadratics(self.memories)
 
-    def penalty(self, model: nn.Module, x: torch.Tensor, task_ids) -> torch.Tensor | float:
-        """ewc_lambda / 2 * sum_t sum_i F_t,i (w_i - a_t,i)^2, computed as one merged quadratic (same value)."""
+    def pull(self):
         if self._merged is None:
-            return 0.0
+            return None
         total, centre, rest = self._merged
-        return self.ewc_lambda / 2 * (quadratic_penalty(model, centre, total) + rest)
+        return centre, total, self.ewc_lambda, rest
 
 
 @register
-class OnlineEWC(Strategy):
+class OnlineEWC(Pull):
     """Online EWC (Schwarz et al. 2018): one running Fisher, F <- gamma * F + F_new, and the latest weights."""
 
     name = "online-ewc"
@@ -224,15 +319,13 @@ class OnlineEWC(Strategy):
         self.running_fisher = new if old is None else {name: self.gamma * old[name] + f for name, f in new.items()}
         self.anchor = snapshot(model)
 
-    def penalty(self, model: nn.Module, x: torch.Tensor, task_ids) -> torch.Tensor | float:
+    def pull(self):
         """ewc_lambda / 2 * sum_i F_i (w_i - anchor_i)^2 with the running Fisher and the latest anchor."""
-        if self.anchor is None:
-            return 0.0
-        return self.ewc_lambda / 2 * quadratic_penalty(model, self.anchor, self.running_fisher)
+        return None if self.anchor is None else (self.anchor, self.running_fisher, self.ewc_lambda, 0.0)
 
 
 @register
-class SI(Strategy):
+class SI(Pull):
     """Synaptic intelligence (Zenke et al. 2017): importance from each weight's share of the loss decrease."""
 
     name = "si"
@@ -281,8 +374,6 @@ class SI(Strategy):
         self.omega = new if self.omega is None else {name: self.omega.get(name, 0.0) + o for name, o in new.items()}
         self.anchor, self.start, self.prev = end, {}, {}
 
-    def penalty(self, model: nn.Module, x: torch.Tensor, task_ids) -> torch.Tensor | float:
+    def pull(self):
         """si_c * sum_i omega_i (w_i - anchor_i)^2, the anchor being the weights at the end of the last task."""
-        if self.anchor is None:
-            return 0.0
-        return self.si_c * quadratic_penalty(model, self.anchor, self.omega)
+        return None if self.anchor is None else (self.anchor, self.omega, 2 * self.si_c, 0.0)

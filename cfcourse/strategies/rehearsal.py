@@ -10,14 +10,15 @@ step: GEM with one constraint per earlier task, A-GEM with one for all.
 """
 from __future__ import annotations
 
+import math
 import random
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import Task, to_float
-from ..models import forward
+from ..data import Task, to_inputs
+from ..models import forward, model_device
 from . import HParam, Strategy, register
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x (n, ...), labels (n,), task ids (n,)
@@ -89,12 +90,13 @@ class _Memory:
             return torch.empty(0, dtype=torch.uint8), self.y[:0], self.task_ids[:0]
         return self.x[: self.n], self.y[: self.n], self.task_ids[: self.n]
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Batch:
-        """A random batch of n held samples: without replacement when n <= len(self), else with it."""
+    def sample(self, n: int, generator: torch.Generator | None = None, replace: bool = False) -> Batch:
+        """A random batch of n held samples: without replacement when n <= len(self) (unless `replace`), else
+        with it."""
         if self.n == 0:
             raise ValueError("the buffer is empty: add samples (e.g. after a task) before sampling from it")
         gen = generator or self.generator
-        if n <= self.n:
+        if n <= self.n and not replace:
             idx = torch.randperm(self.n, generator=gen)[:n]
         else:
             idx = torch.randint(self.n, (n,), generator=gen)
@@ -229,16 +231,6 @@ def replay_count(batch_size: int, replay_ratio: float) -> int:
     return round(batch_size * replay_ratio / (1.0 - replay_ratio))
 
 
-def _inputs(x: torch.Tensor) -> torch.Tensor:
-    """Stored samples as model inputs: uint8 pixels become floats in [0, 1], anything else passes."""
-    return to_float(x) if x.dtype == torch.uint8 else x
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 _BUFFER_SIZE = HParam("buffer_size", int, 1100, low=0, help="samples kept in memory (0: none)")
 _BUFFER = HParam("buffer", str, "reservoir", choices=tuple(BUFFERS),
                  help="how memory is kept: a uniform sample of the stream, or an equal share per class")
@@ -263,19 +255,11 @@ class _Rehearsal(Strategy):
         return make_buffer(self.buffer, self.buffer_size, self.generator)
 
     def before_task(self, model: nn.Module, task: Task) -> None:
-        self.memory.to(_model_device(model))
+        self.memory.to(model_device(model))
 
     def after_task(self, model: nn.Module, task: Task) -> None:
         """Offer the whole task's training data to memory (a uniform or class-balanced sample stays)."""
         self.memory.add(task.train_x, task.train_y, task.task_id)
-
-    def transform_batch(self, x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor):
-        """Append remembered samples, each with its own label and task id, to the batch."""
-        n_replay = replay_count(len(y), self.replay_ratio)
-        if n_replay == 0 or len(self.memory) == 0:
-            return x, y, task_ids
-        x_mem, y_mem, ids_mem = self.memory.sample(n_replay, self.generator)  # (r, 784) uint8, (r,), (r,)
-        return replay_batch(x, y, task_ids, x_mem, y_mem, ids_mem)
 
 
 @register
@@ -291,6 +275,71 @@ class Replay(_Rehearsal):
                _replay_ratio(0.5, "fraction of each combined batch that is replayed, in [0, 1): 0.5 adds one "
                                   "remembered sample per new one"))
 
+    def transform_batch(self, x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor):
+        """Append remembered samples, each with its own label and task id, to the batch."""
+        n_replay = replay_count(len(y), self.replay_ratio)
+        if n_replay == 0 or len(self.memory) == 0:
+            return x, y, task_ids
+        x_mem, y_mem, ids_mem = self.memory.sample(n_replay, self.generator)  # (r, 784) uint8, (r,), (r,)
+        return replay_batch(x, y, task_ids, x_mem, y_mem, ids_mem)
+
+
+def replay_schedule(steps: int, batch_size: int, ratio: float) -> list[int]:
+    """How many of each step's `batch_size` places are replayed samples, so that the share over the run is
+    `ratio`; see lesson 09.
+
+    The counts are spread evenly (step s replays floor((s+1)·b·r) − floor(s·b·r)), so a ratio of 0.25 with
+    batches of 2 replays one sample every other step, and over any run the total is steps·batch_size·ratio
+    rounded down, never off by more than one.
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"replay ratio must be in [0, 1): the share of each batch that is old text, got {ratio}")
+    return [_replayed_at(s, batch_size * ratio) for s in range(steps)]
+
+
+def _replayed_at(step: int, per_step: float) -> int:
+    """Step `step`'s count in the even spread of `per_step` replayed samples a step on average."""
+    return math.floor((step + 1) * per_step + 1e-9) - math.floor(step * per_step + 1e-9)
+
+
+@register
+class MixedReplay(Replay):
+    """Replay that keeps the batch's size: a share `replay_ratio` of every batch's places goes to remembered
+    samples, exact over the run (`replay_schedule`); how lesson 09 mixes old text into a language model's
+    batches. `schedule` (one count per step) replaces the even spread; `replace` samples memory with
+    replacement."""
+
+    name = "mixed-replay"
+    hparams = (_BUFFER_SIZE, _BUFFER,
+               _replay_ratio(0.25, "share of each batch's places given to remembered samples, in [0, 1), exact "
+                                   "over the run"))
+
+    def __init__(self, generator: torch.Generator | None = None, schedule: list[int] | None = None,
+                 replace: bool = False, **hparams):
+        super().__init__(None, **hparams)  # the memory keeps a generator of its own for what it keeps ...
+        self.generator = generator or self.generator  # ... and batches draw from `generator` (e.g. the run's)
+        self.schedule = None if schedule is None else [int(n) for n in schedule]
+        self.replace = bool(replace)
+        self._due = 0  # remembered samples the current batch still needs
+
+    def new_samples(self, step: int, batch_size: int) -> int:
+        if self.schedule is not None and step >= len(self.schedule):
+            raise ValueError(f"the replay schedule has {len(self.schedule)} steps; step {step} has no count")
+        due = (self.schedule[step] if self.schedule is not None
+               else _replayed_at(step, batch_size * self.replay_ratio))
+        self._due = due if len(self.memory) else 0
+        return batch_size - self._due
+
+    def transform_batch(self, x: torch.Tensor, y: torch.Tensor | None, task_ids):
+        """Fill the batch's remaining places with remembered samples (labels and task ids too, when it has
+        them; a language model's batch is token blocks alone)."""
+        if self._due == 0:
+            return x, y, task_ids
+        x_mem, y_mem, ids_mem = self.memory.sample(self._due, self.generator, self.replace)
+        if y is None:
+            return torch.cat([x, x_mem.to(x.device)]), None, None
+        return replay_batch(x, y, task_ids, x_mem, y_mem, ids_mem)
+
 
 def replay_batch(x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor, x_mem: torch.Tensor,
                  y_mem: torch.Tensor, ids_mem: torch.Tensor) -> Batch:
@@ -300,7 +349,7 @@ def replay_batch(x: torch.Tensor, y: torch.Tensor, task_ids: int | torch.Tensor,
     pixels become floats in [0, 1]). Returns x (b + r, 784), y (b + r,), task ids (b + r,).
     """
     ids = task_ids if isinstance(task_ids, torch.Tensor) else torch.full_like(y, task_ids)
-    x = torch.cat([x, _inputs(x_mem).to(x.device)])  # (batch + r, 784)
+    x = torch.cat([x, to_inputs(x_mem).to(x.device)])  # (batch + r, 784)
     return x, torch.cat([y, y_mem.to(y.device)]), torch.cat([ids.to(y.device), ids_mem.to(y.device)])
 
 
@@ -347,7 +396,7 @@ class AGEM(_Rehearsal):
         """Gradient of the loss on a memory batch, each sample through its own task's head (flat vector)."""
         x_mem, y_mem, ids_mem = self.memory.sample(min(self.agem_batch, len(self.memory)), self.generator)
         with torch.enable_grad():
-            loss = F.cross_entropy(forward(model, _inputs(x_mem), ids_mem), y_mem)
+            loss = F.cross_entropy(forward(model, to_inputs(x_mem), ids_mem), y_mem)
             # autograd.grad returns the gradients and leaves .grad (the current step's) untouched
             grads = torch.autograd.grad(loss, params, allow_unused=True)
         return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
@@ -467,7 +516,7 @@ class GEM(_Rehearsal):
         """Split the memory by task once, as model inputs; it changes only between tasks."""
         super().before_task(model, task)
         x, y, ids = self.memory.contents()
-        self._by_task = [(_inputs(x[ids == k]), y[ids == k], ids[ids == k]) for k in ids.unique().tolist()]
+        self._by_task = [(to_inputs(x[ids == k]), y[ids == k], ids[ids == k]) for k in ids.unique().tolist()]
 
     def task_gradients(self, model: nn.Module, params: list[nn.Parameter]) -> torch.Tensor:
         """(earlier tasks, n_params): each earlier task's loss gradient on up to gem_batch of its samples."""
