@@ -28,44 +28,33 @@ def called_as() -> str:
     return f"{Path(sys.executable).name or 'python'} -m cfcourse"
 
 
-def _positive_int(text: str) -> int:
+def _number(kind: type, ok, expected: str, allowed: str):
+    """An argparse type: `kind` parsed from the text and accepted when `ok(value)`; else an error saying what
+    was `expected` (unparsable) or what is `allowed` (out of range)."""
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
+        return value
+    return convert
+
+
+_positive_int = _number(int, lambda v: v >= 1, "a positive integer", "a positive integer (1 or more)")
+_non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer", "0 or more")
+_positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number", "a positive finite number")
+_fraction = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)", "in [0, 1)")
+
+
+def _strategy_names(text: str) -> list[str]:
+    """--strategy's type: one known strategy name, or several joined with '+'."""
+    from .strategies import split_names
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (1 or more), got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+        return split_names(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 THREADS_NOTE = ("threads: CFCOURSE_THREADS if set; else all the CPUs granted when no other job holds one as the run "
@@ -88,7 +77,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train a task sequence headless and print its accuracy matrix and measures",
                          epilog=THREADS_NOTE)
     run.add_argument("benchmark", choices=sorted(BUILDERS), help="which task sequence")
-    run.add_argument("--strategy", default="naive", choices=sorted(STRATEGIES), help="continual-learning strategy")
+    run.add_argument("--strategy", action="append", type=_strategy_names, default=None, metavar="NAME",
+                     help=f"continual-learning strategy, one of {', '.join(sorted(STRATEGIES))} (default naive); "
+                          f"give it twice (--strategy replay --strategy ewc) or join names with '+' (replay+ewc) "
+                          f"to run several together")
     run.add_argument("--scenario", default=None, choices=SCENARIOS,
                      help="task-, domain- or class-incremental (default: class for split-mnist, domain for the "
                           "others); task gives one head per task, class gives permuted and rotated MNIST 10 new "
@@ -197,14 +189,29 @@ def _add_strategy_options(parser: argparse.ArgumentParser, strategies: dict) -> 
 
 
 def _strategy_from_args(args):
-    """Build the chosen strategy from the options given, refusing options of other strategies."""
-    from .strategies import STRATEGIES, make_strategy
-    own = {h.name for h in STRATEGIES[args.strategy].hparams}
+    """Build the chosen strategies (one, or several together) from the options given, refusing options that
+    none of them takes and combinations that cannot run together."""
+    from .strategies import STRATEGIES, make_strategies, split_names
+    try:
+        names = split_names([n for group in (args.strategy or [["naive"]]) for n in group])
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    args.strategy = "+".join(names)
+    own = {h.name for n in names for h in STRATEGIES[n].hparams}
     given = {k[3:]: v for k, v in vars(args).items() if k.startswith("hp_") and v is not None}
     for hname in sorted(set(given) - own):
         users = sorted(n for n, cls in STRATEGIES.items() if hname in {h.name for h in cls.hparams})
         raise UsageError(f"{_option(hname)} applies to {', '.join(users)}, not to --strategy {args.strategy}")
-    return make_strategy(args.strategy, **given)
+    try:
+        return make_strategies(names, **given)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _hparams(strategy) -> dict:
+    """Every hyperparameter of a strategy or of each strategy of a Compose, by name."""
+    parts = getattr(strategy, "strategies", [strategy])
+    return {h.name: getattr(s, h.name) for s in parts for h in s.hparams}
 
 
 def _build_tasks(args):
@@ -231,7 +238,7 @@ def cmd_run(args) -> int:
         result = run_tasks(model, tasks, strategy, sgd(args.lr, args.momentum), args.epochs,
                            args.batch_size, args.seed)
     out = {"benchmark": args.benchmark, "strategy": args.strategy, "tasks": args.tasks, "seed": args.seed,
-           "hparams": {h.name: getattr(strategy, h.name) for h in strategy.hparams}, **result.to_dict()}
+           "hparams": _hparams(strategy), **result.to_dict()}
     out["scenario"], out["threads"] = args.scenario, threads
     if args.plot:
         from .plots import save_acc_matrix

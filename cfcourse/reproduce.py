@@ -14,11 +14,10 @@ import time
 from dataclasses import dataclass, replace
 
 from . import config, data
+from .data import SCENARIOS
 from .models import for_scenario
 from .strategies import STRATEGIES, make_strategy
 from .train import adam, evaluate_all, run_tasks
-
-SCENARIOS = ("task", "domain", "class")
 
 # Published final average accuracy (%) on split MNIST, Hsu et al. 2018, table 2.
 HSU2018 = {

@@ -94,7 +94,7 @@ def test_table_output_for_people(capsys):
 
 @pytest.mark.parametrize("argv, expected", [
     (["run", "permuted-mnist", "--bogus"], "unrecognized arguments: --bogus"),
-    (["run", "permuted-mnist", "--strategy", "ewc2"], ("invalid choice: 'ewc2'", "naive", "joint")),
+    (["run", "permuted-mnist", "--strategy", "ewc2"], ("unknown strategy 'ewc2'", "naive", "joint")),
     (["run", "permuted-mnist", "--tasks", "0"], "--tasks: must be a positive integer (1 or more), got 0"),
     (["run", "permuted-mnist", "--tasks", "two"], "--tasks: expected a positive integer, got 'two'"),
     (["run", "permuted-mnist", "--lr", "-1"], "--lr: must be a positive finite number, got -1"),
@@ -356,3 +356,23 @@ def test_lm_record_table_prints_the_record_without_running_anything(capsys, monk
     monkeypatch.setattr(lab, "load_record", lambda mode=None: None)
     assert main(["lm-record", "--table"]) == 1
     assert "error: no record in this mode yet" in capsys.readouterr().err
+
+
+def test_several_strategies_run_together_given_twice_or_joined(capsys):
+    args = ["permuted-mnist", "--tasks", "2", *SMALL, "--buffer-size", "100", "--ewc-lambda", "5",
+            "--fisher-samples", "100"]
+    joined = _run_json(capsys, *args, "--strategy", "replay+ewc")
+    twice = _run_json(capsys, *args, "--strategy", "replay", "--strategy", "ewc")
+    assert joined["strategy"] == twice["strategy"] == "replay+ewc"
+    assert joined["hparams"]["buffer_size"] == 100 and joined["hparams"]["ewc_lambda"] == 5.0
+    assert joined["acc_matrix"] == twice["acc_matrix"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--strategy", "replay+ewc", "--si-c", "1"], "--si-c applies to si, not to --strategy replay+ewc"),
+    (["--strategy", "replay", "--strategy", "mixed-replay"], "replay and mixed-replay cannot run together"),
+    (["--strategy", "ewc+ewc"], "ewc is named twice"),
+])
+def test_combinations_that_cannot_run_are_refused(capsys, argv, message):
+    code, err = _error(capsys, "run", "permuted-mnist", *argv)
+    assert code == 2 and message in err
