@@ -202,10 +202,7 @@ def _strategy_from_args(args):
     for hname in sorted(set(given) - own):
         users = sorted(n for n, cls in STRATEGIES.items() if hname in {h.name for h in cls.hparams})
         raise UsageError(f"{_option(hname)} applies to {', '.join(users)}, not to --strategy {args.strategy}")
-    try:
-        return make_strategies(names, **given)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    return make_strategies(names, **given)  # a bad value or combination: an error, exit status 2
 
 
 def _hparams(strategy) -> dict:

@@ -370,9 +370,13 @@ def test_several_strategies_run_together_given_twice_or_joined(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--strategy", "replay+ewc", "--si-c", "1"], "--si-c applies to si, not to --strategy replay+ewc"),
-    (["--strategy", "replay", "--strategy", "mixed-replay"], "replay and mixed-replay cannot run together"),
     (["--strategy", "ewc+ewc"], "ewc is named twice"),
 ])
-def test_combinations_that_cannot_run_are_refused(capsys, argv, message):
+def test_options_and_names_that_cannot_run_are_usage_errors(capsys, argv, message):
     code, err = _error(capsys, "run", "permuted-mnist", *argv)
     assert code == 2 and message in err
+
+
+def test_strategies_that_would_undo_each_other_are_an_error(capsys):
+    assert main(["run", "permuted-mnist", "--strategy", "replay", "--strategy", "mixed-replay"]) == 2
+    assert "replay and mixed-replay cannot run together: both rewrite the batch" in capsys.readouterr().err

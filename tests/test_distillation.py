@@ -12,8 +12,8 @@ from torch import nn
 from cfcourse import cli, config, data, train
 from cfcourse.models import MLP, MultiHeadMLP, forward
 from cfcourse.strategies import STRATEGIES, make_strategy
-from cfcourse.strategies.distillation import (Freeze, LwF, distillation_loss, freeze_body, frozen_copy,
-                                              head_logits, output_layer_names, seen_distillation_loss)
+from cfcourse.strategies.distillation import LwF, distillation_loss, frozen_copy, head_logits, seen_distillation_loss
+from cfcourse.strategies.isolation import Freeze, freeze_body, output_layer_names
 
 TRAIN, TEST = 2000, 500  # of all MNIST digits: about 430 training digits per split-MNIST task
 LR, EPOCHS = 0.1, 5  # enough for naive fine-tuning to wreck task 1 on some seeds, even with its own head

@@ -1,16 +1,9 @@
-"""Learning without Forgetting, and parameter isolation by freezing the shared body; see lesson 06.
+"""Learning without Forgetting; see lesson 06.
 
 LwF (Li & Hoiem 2017) keeps no old data: it keeps a frozen copy of the model
 as it was after the last task and asks the current model to give the same
 (softened) answers on the *new* inputs, for the old tasks' outputs.
-
-Parameter isolation gives each task parameters that no other task may change.
-The simplest form needs no strategy at all: a multi-head model
-(`cfcourse.models.MultiHeadMLP`, task-incremental learning) already gives each
-task its own output head. `freeze` goes one step further: after the first
-task(s) the shared body is frozen, so only the output layer keeps learning.
-That is the bridge to parameter-efficient fine-tuning (lesson 09): train a
-few new weights, keep the old ones fixed.
+Parameter isolation (`freeze`, task adapters) lives in isolation.py.
 """
 from __future__ import annotations
 
@@ -196,51 +189,3 @@ class LwF(Strategy):
             if cols is not None and len(cols) < new.shape[1]:
                 new, old = new[:, cols], old[:, cols]  # (batch, old classes)
         return self.lwf_alpha * distillation_loss(new, old, self.temperature)
-
-
-def output_layer_names(model: nn.Module) -> list[str]:
-    """Names of the output layer's parameters: `head`/`heads` if the model has one, else the last layer's."""
-    for attr in ("heads", "head"):
-        if isinstance(getattr(model, attr, None), nn.Module):
-            return [f"{attr}.{n}" for n, _ in getattr(model, attr).named_parameters()]
-    leaves = [(name, m) for name, m in model.named_modules() if not list(m.children())
-              and list(m.parameters(recurse=False))]
-    if not leaves:
-        raise ValueError("model has no parameters to split into a body and an output layer")
-    prefix, last = leaves[-1]
-    return [f"{prefix}.{n}" if prefix else n for n, _ in last.named_parameters(recurse=False)]
-
-
-def freeze_body(model: nn.Module) -> list[str]:
-    """Turn off gradients of every parameter outside the output layer; returns their names; see lesson 06."""
-    keep = set(output_layer_names(model))
-    frozen = []
-    for name, p in model.named_parameters():
-        if name not in keep:
-            p.requires_grad_(False)
-            frozen.append(name)
-    return frozen
-
-
-@register
-class Freeze(Strategy):
-    """Parameter isolation: after `freeze_after` tasks the shared body stops learning, only heads train.
-
-    With a multi-head model (task-IL) each later task then changes only its own
-    head, so earlier tasks cannot be forgotten at all; the price is a body that
-    learned only from the first task(s). The freezing stays on the model after
-    the run (set `requires_grad_(True)` to undo it).
-    """
-
-    name = "freeze"
-    hparams = (HParam("freeze_after", int, 1, low=1, help="number of tasks after which the body is frozen"),)
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.tasks_done = 0
-        self.frozen: list[str] = []  # names of the frozen parameters
-
-    def after_task(self, model: nn.Module, task: Task) -> None:
-        self.tasks_done += 1
-        if self.tasks_done == self.freeze_after:
-            self.frozen = freeze_body(model)

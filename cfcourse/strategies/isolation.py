@@ -1,4 +1,9 @@
-"""Parameter isolation with task adapters: a small low-rank weight change per task, chosen by task id; see lesson 06.
+"""Parameter isolation, by freezing the shared body (`freeze`) or with task adapters: a small low-rank weight
+change per task, chosen by task id; see lesson 06.
+
+`freeze` trains the whole model on the first task(s), then freezes the shared body, so only the output layer
+keeps learning: the bridge to parameter-efficient fine-tuning (lesson 09), train a few new weights and keep
+the old ones fixed.
 
 The first task trains the whole model. After it, the shared body is frozen
 and every later task t gets its own low-rank adapter on each Linear layer of
@@ -33,7 +38,56 @@ from torch import nn
 
 from ..data import Task
 from . import HParam, Strategy, register
-from .distillation import freeze_body, output_layer_names
+
+
+
+def output_layer_names(model: nn.Module) -> list[str]:
+    """Names of the output layer's parameters: `head`/`heads` if the model has one, else the last layer's."""
+    for attr in ("heads", "head"):
+        if isinstance(getattr(model, attr, None), nn.Module):
+            return [f"{attr}.{n}" for n, _ in getattr(model, attr).named_parameters()]
+    leaves = [(name, m) for name, m in model.named_modules() if not list(m.children())
+              and list(m.parameters(recurse=False))]
+    if not leaves:
+        raise ValueError("model has no parameters to split into a body and an output layer")
+    prefix, last = leaves[-1]
+    return [f"{prefix}.{n}" if prefix else n for n, _ in last.named_parameters(recurse=False)]
+
+
+def freeze_body(model: nn.Module) -> list[str]:
+    """Turn off gradients of every parameter outside the output layer; returns their names; see lesson 06."""
+    keep = set(output_layer_names(model))
+    frozen = []
+    for name, p in model.named_parameters():
+        if name not in keep:
+            p.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
+@register
+class Freeze(Strategy):
+    """Parameter isolation: after `freeze_after` tasks the shared body stops learning, only heads train.
+
+    With a multi-head model (task-IL) each later task then changes only its own
+    head, so earlier tasks cannot be forgotten at all; the price is a body that
+    learned only from the first task(s). The freezing stays on the model after
+    the run (set `requires_grad_(True)` to undo it).
+    """
+
+    name = "freeze"
+    hparams = (HParam("freeze_after", int, 1, low=1, help="number of tasks after which the body is frozen"),)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.tasks_done = 0
+        self.frozen: list[str] = []  # names of the frozen parameters
+
+    def after_task(self, model: nn.Module, task: Task) -> None:
+        self.tasks_done += 1
+        if self.tasks_done == self.freeze_after:
+            self.frozen = freeze_body(model)
+
 
 ADAPTERS = "task_adapters"  # attribute name of the ModuleDict inside each adapted Linear
 NEXT = "next"  # key of the adapter made ready for the next task (see TaskAdapters.after_task)
