@@ -113,13 +113,14 @@ def load_mnist() -> MNIST:
 
 @dataclass
 class Task:
-    """One task of a sequence: flat uint8 images (N, 784), int64 targets (N,), and which head it uses."""
+    """One task of a sequence: inputs (the lessons': flat uint8 images (N, 784); yours: any float tensors, see
+    task_from_dataset), int64 targets (N,), and which head it uses."""
 
     name: str
     task_id: int
-    train_x: torch.Tensor  # (N, 784) uint8
+    train_x: torch.Tensor  # (N, 784) uint8 for the lessons; (N, ...) floats for your own data
     train_y: torch.Tensor  # (N,) int64
-    test_x: torch.Tensor  # (M, 784) uint8
+    test_x: torch.Tensor  # (M, ...) like train_x
     test_y: torch.Tensor  # (M,) int64
     classes: tuple[int, ...]  # the digits in this task
     meta: dict = field(default_factory=dict)
@@ -139,6 +140,47 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
 def to_inputs(x: torch.Tensor) -> torch.Tensor:
     """A batch as model inputs: uint8 pixels become floats in [0, 1] (to_float), any other tensor passes as is."""
     return to_float(x) if x.dtype == torch.uint8 else x
+
+
+def _materialise(data, argument: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) stacked from a Dataset of (input, label) pairs or a DataLoader of batches: one pass, once."""
+    from torch.utils.data import DataLoader, Dataset
+
+    if isinstance(data, DataLoader):
+        batches = list(data)
+    elif isinstance(data, Dataset):
+        try:
+            n = len(data)
+        except TypeError:
+            raise TypeError(f"{argument} must have a length (a map-style Dataset) or be a DataLoader") from None
+        batches = list(DataLoader(data, batch_size=max(1, min(n, 1024))))
+    else:
+        raise TypeError(f"{argument} must be a torch.utils.data.Dataset or DataLoader of (input, label) pairs, "
+                        f"got {type(data).__name__}")
+    if not batches:
+        raise ValueError(f"{argument} is empty: it must hold at least one (input, label) pair")
+    if not all(isinstance(b, (list, tuple)) and len(b) == 2 for b in batches):
+        raise ValueError(f"{argument} must give (input, label) pairs")
+    x, y = torch.cat([torch.as_tensor(b[0]) for b in batches]), torch.cat([torch.as_tensor(b[1]) for b in batches])
+    if y.dtype.is_floating_point or y.dtype == torch.bool or y.ndim != 1:
+        raise ValueError(f"{argument}'s labels must be whole numbers, one per input; got {y.dtype} of shape "
+                         f"{tuple(y.shape)}")
+    if int(y.min()) < 0:
+        raise ValueError(f"{argument}'s labels must be class indices 0, 1, 2, ...; got {int(y.min())}")
+    return x, y.long()
+
+
+def task_from_dataset(train, test, name: str = "task", task_id: int = 0) -> Task:
+    """A task from your own data: `train` and `test` are torch Datasets of (input, label) pairs (or DataLoaders),
+    inputs float tensors of any shape (uint8 images are scaled to [0, 1] a batch at a time) and labels class
+    indices. The data is held in memory, so every strategy and the runner work on it as on the lessons' MNIST."""
+    train_x, train_y = _materialise(train, "train")
+    test_x, test_y = _materialise(test, "test")
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise ValueError(f"train and test inputs must have one shape, got {tuple(train_x.shape[1:])} and "
+                         f"{tuple(test_x.shape[1:])}")
+    classes = tuple(sorted(set(train_y.tolist())))
+    return Task(name, task_id, train_x, train_y, test_x, test_y, classes, {"source": "dataset"})
 
 
 def _subsample(x: torch.Tensor, y: torch.Tensor, n: int | None, gen: torch.Generator):

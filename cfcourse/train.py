@@ -86,6 +86,18 @@ def check_model(model) -> None:
         raise ValueError(f"model ({type(model).__name__}) has no parameters: there is nothing to train")
 
 
+@torch.no_grad()
+def _check_labels(model: nn.Module, task: Task, x: torch.Tensor, top: int) -> None:
+    """Refuse labels the model has no output for, before the loss fails with a cryptic message."""
+    was_training = model.training
+    model.eval()
+    outputs = forward(model, to_inputs(x), task.task_id).shape[-1]
+    model.train(was_training)
+    if top >= outputs:
+        raise ValueError(f"task {task.name!r} has labels up to {top}, but the model gives {outputs} outputs; give "
+                         f"the model at least {top + 1} outputs or relabel the classes 0..{outputs - 1}")
+
+
 def _check_train_args(epochs: int, batch_size: int, eval_every: int | None) -> None:
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
@@ -107,8 +119,11 @@ def train_task(model: nn.Module, tasks: list[Task], t: int, optimizer: torch.opt
     curves = curves if curves is not None else Curves()
     dev = model_device(model)
     x_all, y_all, ids_all = strategy.training_set(tasks, t)
+    if len(y_all) == 0:
+        raise ValueError(f"task {tasks[t].name!r} has no training samples")
     x_all, y_all = x_all.to(dev), y_all.to(dev)
     ids_all = ids_all.to(dev) if ids_all is not None else None
+    _check_labels(model, tasks[t], x_all[:1], int(y_all.max()))
     n = len(y_all)
     steps_per_epoch = math.ceil(n / batch_size)
     step0 = curves.total_steps

@@ -219,3 +219,11 @@ def domain_blocks(domain: str, tokenizer, split: str = "heldout", n_blocks: int 
     if docs is None:
         docs = documents(domain, split)
     return blocks(encode(tokenizer, docs), block_len, n_blocks)
+
+
+def file_blocks(path, tokenizer, block_len: int = 128, n_blocks: int | None = None) -> torch.Tensor:
+    """Token blocks (n_blocks, block_len) of a text file of yours (UTF-8 text, or .jsonl with a "text" field on
+    every line): train_blocks or old_blocks for finetune, with any causal LM's tokenizer."""
+    from .report import read_text
+
+    return blocks(encode(tokenizer, read_text(Path(path).name, path)), block_len, n_blocks)
