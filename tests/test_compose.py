@@ -129,3 +129,28 @@ def test_replay_with_ewc_is_as_good_as_replay_alone_on_class_incremental_split_m
             finals[names].append(result.acc_matrix.avg_acc)
     assert np.mean(finals["replay+ewc"]) >= np.mean(finals["replay"]) - 0.05, finals
     assert min(finals["replay+ewc"]) > 0.35, finals  # far above naive fine-tuning (about 0.2): replay still works
+
+
+def test_mixed_replay_keeps_the_batch_size_and_replays_the_exact_share():
+    from cfcourse.strategies.rehearsal import MixedReplay
+
+    class Recorder(nn.Linear):
+        def forward(self, x):
+            sizes.append(len(x))
+            return super().forward(x)
+
+    torch.manual_seed(0)
+    model, tasks, sizes = Recorder(4, 3), _hand_made_tasks(), []
+    replay = MixedReplay(buffer_size=10, replay_ratio=0.25)
+    seen = []
+    real = replay.transform_batch
+    replay.transform_batch = lambda x, y, ids: seen.append(real(x, y, ids)) or seen[-1]
+    for t in range(2):
+        train_task(model, tasks, t, torch.optim.SGD(model.parameters(), lr=0.1), replay, batch_size=8,
+                   progress=False)
+    first, second = seen[:5], seen[5:]  # 40 samples a task: 5 batches of 8 new ones while the memory is empty
+    assert [len(y) for _, y, _ in first] == [8] * 5
+    replayed = [int((ids == 0).sum()) for _, _, ids in second]  # task 0's samples, from memory
+    new = [len(y) - r for (_, y, _), r in zip(second, replayed)]
+    assert replayed == [2] * 7  # a quarter of each batch of 8 ...
+    assert new == [6] * 6 + [4]  # ... so 6 new samples a step, and the epoch's last step takes what is left
