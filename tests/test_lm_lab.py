@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cfcourse.lm import lab, views
+from cfcourse.lm.measures import domain_perplexities
 from cfcourse.lm import finetune as ft
 from cfcourse.lm.model import DEFAULT_MODEL, MANIFEST, ModelError, load_model
 
@@ -109,14 +110,14 @@ def test_own_answers_are_cached_per_model(tok, data_dir, monkeypatch, tmp_path):
 def test_a_run_is_trained_measured_saved_and_reused(tok, data_dir, tmp_path):
     model = _tiny(len(tok))
     blocks = lab.held_out(tok, n_blocks=2, block_len=16, names=("legal", "code"))
-    before = lab.measure(model, blocks)
+    before = domain_perplexities(model, blocks)
     cfg = ft.FinetuneConfig(steps=4, batch_size=2, lr=1e-2, trainable_layers=1, gradient_checkpointing=False)
     record = {"blocks": {d: b[:1] for d, b in blocks.items()}, "prompt": "What is a fever?", "every": 2,
               "tokens": 3}
     run = lab.train(model, tok, cfg, before, blocks, name="tiny-legal", record=record, verbose=False)
     assert [s.step for s in run.snapshots] == [0, 2, 4]
-    assert run.snapshots[0].ppl == lab.measure(_tiny(len(tok)), record["blocks"])
-    assert run.after == lab.measure(model, blocks)
+    assert run.snapshots[0].ppl == domain_perplexities(_tiny(len(tok)), record["blocks"])
+    assert run.after == domain_perplexities(model, blocks)
     assert run.change()["legal"] == pytest.approx(run.after["legal"] / before["legal"] - 1)
     folder = tmp_path / "runs" / "tiny-legal"
     assert (folder / MANIFEST).is_file() and run.folder == str(folder)
@@ -307,7 +308,7 @@ def test_two_students_with_their_own_runs_folders_never_touch_each_other_or_the_
     cfg = ft.FinetuneConfig(steps=1, batch_size=2, lr=1e-2, trainable_layers=1, gradient_checkpointing=False)
     for student in ("ada", "bo"):
         monkeypatch.setenv("CFCOURSE_RUNS", str(tmp_path / student))
-        lab.train(model, tok, cfg, lab.measure(model, blocks), blocks, name="lesson08-legal", verbose=False)
+        lab.train(model, tok, cfg, domain_perplexities(model, blocks), blocks, name="lesson08-legal", verbose=False)
     assert (tmp_path / "ada" / "lesson08-legal" / MANIFEST).is_file()
     assert (tmp_path / "bo" / "lesson08-legal" / MANIFEST).is_file()
     assert {p: p.stat().st_mtime_ns for p in data_dir.iterdir()} == before
@@ -381,7 +382,7 @@ def test_sweep_trains_each_cure_from_the_medical_model_and_writes_its_points(tok
     model = _tiny(len(tok))
     blocks = lab.held_out(tok, n_blocks=2, block_len=16)
     cfg = ft.FinetuneConfig(steps=1, batch_size=2, lr=1e-2, trainable_layers=1, gradient_checkpointing=False)
-    lab.train(model, tok, cfg, lab.measure(model, blocks), blocks, name=lab.STAGE1, domain="medical", verbose=False)
+    lab.train(model, tok, cfg, domain_perplexities(model, blocks), blocks, name=lab.STAGE1, domain="medical", verbose=False)
     s = replace(lab.settings(), block_len=16, headline_blocks=2, other_blocks=2, replay_blocks=3, self_blocks=2)
     monkeypatch.setattr(lab, "settings", lambda: s)
     grid = [("replay", replace(cfg, replay_ratio=0.5)), ("generative replay", replace(cfg, replay_ratio=0.5))]

@@ -27,7 +27,7 @@ from . import corpora
 from . import domains as dom
 from . import questions as qs
 from .finetune import FinetuneConfig, finetune
-from .measures import generate, perplexity
+from .measures import domain_perplexities, generate, perplexity
 from .model import DEFAULT_MODEL, MANIFEST, load_model, resolve, write_manifest
 
 FIRST_DOMAIN = "medical"  # stage 1
@@ -182,11 +182,6 @@ def old_text(tokenizer, n_blocks: int | None = None, block_len: int | None = Non
     return blocks[torch.randperm(blocks.shape[0], generator=torch.Generator().manual_seed(seed))]
 
 
-def measure(model, blocks: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Perplexity on each domain's blocks, two blocks at a time (the loss in chunks keeps the logits small)."""
-    return {name: perplexity(model, b, batch_size=2) for name, b in blocks.items()}
-
-
 def medical_questions(s: LabSettings | None = None) -> list[corpora.Question]:
     """The MMLU medical questions scored at every stage: a fixed sample of s.questions of the 1,089."""
     return qs.pick(corpora.mmlu(corpora.MEDICAL_SUBJECTS), (s or settings()).questions)
@@ -245,7 +240,7 @@ def train(model, tokenizer, cfg: FinetuneConfig, before: dict[str, float], block
     snapshots = []
 
     def snap(step, loss, m):
-        ppl = measure(m, record["blocks"])
+        ppl = domain_perplexities(m, record["blocks"])
         answer = generate(m, tokenizer, [record["prompt"]], max_new_tokens=record.get("tokens", 40))[0]
         snapshots.append(Snapshot(step, loss, ppl, answer))
 
@@ -258,7 +253,7 @@ def train(model, tokenizer, cfg: FinetuneConfig, before: dict[str, float], block
     block_len = next(iter(blocks.values())).shape[1]
     result = finetune(model, train_text(tokenizer, domain, block_len), cfg, old_blocks=old_blocks, on_step=on_step,
                       schedule=schedule)
-    after = measure(result["model"], blocks)
+    after = domain_perplexities(result["model"], blocks)
     run = Run(name, result["config"], dict(before), after, result["losses"], time.perf_counter() - t0, snapshots,
               domain=domain, blocks={d: list(b.shape) for d, b in blocks.items()}, start=start)
     if save:
@@ -367,7 +362,7 @@ def baseline(model, tokenizer, blocks: dict[str, torch.Tensor], questions: list,
     except (OSError, ValueError):
         pass
     start = time.perf_counter()
-    out = {"ppl": measure(model, blocks), "questions": ask(model, tokenizer, questions)}
+    out = {"ppl": domain_perplexities(model, blocks), "questions": ask(model, tokenizer, questions)}
     if verbose:
         print(f"measured the pretrained model in {time.perf_counter() - start:.0f} s (kept for next time)")
     runs_dir().mkdir(parents=True, exist_ok=True)
@@ -424,7 +419,7 @@ def long_stage2(model, tokenizer, cfg: FinetuneConfig, s: LabSettings, blocks: d
         if k % s.checkpoint_every and k not in (cfg.steps, end):
             return
         every = k in (cfg.steps, end)  # every domain here; the headline ones at the other checkpoints
-        ppl = measure(m, blocks if every else headline)
+        ppl = domain_perplexities(m, blocks if every else headline)
         row = {"step": k, **{d: ppl[d] for d in HEADLINE}}
         if val is not None:
             row["validation"] = perplexity(m, val)
