@@ -1,4 +1,5 @@
-"""The lessons' shared experiment (lab) and its figures (views), on tiny random Llamas with the course tokenizer."""
+"""The lessons' shared experiment (the lab: settings, texts, runs, story, sweep) and its figures (views), on tiny random
+Llamas with the course tokenizer."""
 from __future__ import annotations
 
 import json
@@ -10,9 +11,18 @@ import matplotlib
 import pytest
 import torch
 
-from cfcourse.lm import lab, views
+import cfcourse.lm.runs as lm_runs
+import cfcourse.lm.story as lm_story
 from cfcourse.lm import finetune as ft
+from cfcourse.lm import views
+from cfcourse.lm.measures import domain_perplexities
 from cfcourse.lm.model import DEFAULT_MODEL, MANIFEST, ModelError, load_model
+from cfcourse.lm.runs import Snapshot, own_answers, reuse, runs_dir, saved_run, train
+from cfcourse.lm.settings import settings, stage2_config, use_threads
+from cfcourse.lm.story import (RECORD_VERSION, STAGE1, STAGE2, chosen_lr, load_record, record, record_table,
+                               story_numbers)
+from cfcourse.lm.sweep import load_sweep, point, recorded_points, sweep, sweep_grid
+from cfcourse.lm.texts import held_out, old_text, validation
 
 matplotlib.use("Agg")
 
@@ -46,9 +56,9 @@ def data_dir(lm_data, tmp_path, monkeypatch):
 
 def test_settings_follow_the_mode(monkeypatch):
     monkeypatch.setenv("CFCOURSE_FAST", "0")
-    full = lab.settings()
+    full = settings()
     monkeypatch.setenv("CFCOURSE_FAST", "1")
-    fast = lab.settings()
+    fast = settings()
     assert fast.finetune.steps < full.finetune.steps and fast.medical.steps < full.medical.steps
     assert fast.headline_blocks * fast.block_len < full.headline_blocks * full.block_len
     assert full.headline_blocks >= 32 and full.block_len == 128, "the headline numbers rest on 32 blocks of 128"
@@ -63,29 +73,29 @@ def test_threads_are_two_on_a_quiet_machine_and_one_on_a_busy_one(monkeypatch):
     before = torch.get_num_threads()
     try:
         monkeypatch.setattr(config, "idle_cpus", lambda *a: 1.9)
-        assert lab.use_threads() == min(2, config.cpu_budget()) == torch.get_num_threads()
+        assert use_threads() == min(2, config.cpu_budget()) == torch.get_num_threads()
         monkeypatch.setattr(config, "idle_cpus", lambda *a: 0.9)
-        assert lab.use_threads() == 1 == torch.get_num_threads()
+        assert use_threads() == 1 == torch.get_num_threads()
         monkeypatch.setenv("CFCOURSE_THREADS", "2")
-        assert lab.use_threads() == min(2, config.cpu_budget())
+        assert use_threads() == min(2, config.cpu_budget())
         monkeypatch.setenv("CFCOURSE_THREADS", "1")
         monkeypatch.setattr(config, "idle_cpus", lambda *a: None)
-        assert lab.use_threads() == 1
+        assert use_threads() == 1
         monkeypatch.delenv("CFCOURSE_THREADS")
-        assert lab.use_threads() == 1  # idle CPUs unknown: the safe choice
+        assert use_threads() == 1  # idle CPUs unknown: the safe choice
     finally:
         torch.set_num_threads(before)
 
 
 def test_held_out_blocks_and_old_text_never_use_held_out_documents(tok, data_dir):
-    blocks = lab.held_out(tok, n_blocks=2, block_len=32, names=("legal", "code"))
+    blocks = held_out(tok, settings(), n_blocks=2, block_len=32, names=("legal", "code"))
     assert {d: tuple(b.shape) for d, b in blocks.items()} == {"legal": (2, 32), "code": (2, 32)}
-    old = lab.old_text(tok, n_blocks=3, block_len=32)
+    old = old_text(tok, settings(), n_blocks=3, block_len=32)
     assert old.shape == (3, 32)  # medical training text, the old domain of stage 2
-    assert torch.equal(old, lab.old_text(tok, n_blocks=3, block_len=32))  # fixed shuffle
-    held = set(map(tuple, lab.held_out(tok, n_blocks=3, block_len=32, names=("medical",))["medical"].tolist()))
+    assert torch.equal(old, old_text(tok, settings(), n_blocks=3, block_len=32))  # fixed shuffle
+    held = set(map(tuple, held_out(tok, settings(), n_blocks=3, block_len=32, names=("medical",))["medical"].tolist()))
     assert not held & set(map(tuple, old.tolist()))
-    val = lab.validation(tok, "legal", replace(lab.settings(), validation_blocks=2, block_len=32))
+    val = validation(tok, "legal", replace(settings(), validation_blocks=2, block_len=32))
     assert val.shape == (2, 32) and not set(map(tuple, val.tolist())) & set(map(tuple, blocks["legal"].tolist()))
 
 
@@ -94,43 +104,45 @@ def test_own_answers_are_cached_per_model(tok, data_dir, monkeypatch, tmp_path):
     folder = tmp_path / "tiny"
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
-    first = lab.own_answers(model, tok, max_new_tokens=4, model_name=str(folder), verbose=False)
+    first = own_answers(model, tok, max_new_tokens=4, model_name=str(folder), verbose=False)
     assert len(first) == 20 and all(d.text.startswith("Question: ") for d in first)
-    cached = list(lab.runs_dir().glob("own-answers-heldout-4-*.json"))
+    cached = list(runs_dir().glob("own-answers-heldout-4-*.json"))
     assert len(cached) == 1
 
     def no_generation(*args, **kwargs):
         raise AssertionError("answered again instead of using the cache")
     monkeypatch.setattr("cfcourse.lm.measures.generate", no_generation)
-    again = lab.own_answers(model, tok, max_new_tokens=4, model_name=str(folder), verbose=False)
+    again = own_answers(model, tok, max_new_tokens=4, model_name=str(folder), verbose=False)
     assert [d.text for d in again] == [d.text for d in first]
 
 
 def test_a_run_is_trained_measured_saved_and_reused(tok, data_dir, tmp_path):
     model = _tiny(len(tok))
-    blocks = lab.held_out(tok, n_blocks=2, block_len=16, names=("legal", "code"))
-    before = lab.measure(model, blocks)
+    blocks = held_out(tok, settings(), n_blocks=2, block_len=16, names=("legal", "code"))
+    before = domain_perplexities(model, blocks)
     cfg = ft.FinetuneConfig(steps=4, batch_size=2, lr=1e-2, trainable_layers=1, gradient_checkpointing=False)
-    record = {"blocks": {d: b[:1] for d, b in blocks.items()}, "prompt": "What is a fever?", "every": 2,
-              "tokens": 3}
-    run = lab.train(model, tok, cfg, before, blocks, name="tiny-legal", record=record, verbose=False)
+    recording = {"blocks": {d: b[:1] for d, b in blocks.items()}, "prompt": "What is a fever?", "every": 2,
+                 "tokens": 3}
+    run = train(model, tok, cfg, before, blocks, name="tiny-legal", record=recording, verbose=False)
     assert [s.step for s in run.snapshots] == [0, 2, 4]
-    assert run.snapshots[0].ppl == lab.measure(_tiny(len(tok)), record["blocks"])
-    assert run.after == lab.measure(model, blocks)
+    assert run.snapshots[0].ppl == domain_perplexities(_tiny(len(tok)), recording["blocks"])
+    assert run.after == domain_perplexities(model, blocks)
     assert run.change()["legal"] == pytest.approx(run.after["legal"] / before["legal"] - 1)
     folder = tmp_path / "runs" / "tiny-legal"
     assert (folder / MANIFEST).is_file() and run.folder == str(folder)
     reloaded, _ = load_model(folder)
     assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
 
-    again = lab.reuse("tiny-legal", cfg, blocks)
+    again = reuse("tiny-legal", cfg, blocks)
     assert again is not None and again.after == run.after and [s.step for s in again.snapshots] == [0, 2, 4]
-    assert lab.reuse("tiny-legal", replace(cfg, lr=2e-2), blocks) is None  # other settings
-    assert lab.reuse("tiny-legal", cfg, {d: b[:1] for d, b in blocks.items()}) is None  # other blocks
-    assert lab.reuse("tiny-legal", cfg, blocks, domain="code") is None
-    assert lab.reuse("never-trained", cfg, blocks) is None
-    assert lab.reuse("tiny-legal", cfg) is None  # measured on 2 x 16 blocks of two domains, not this mode's
-    assert lab.reuse("tiny-legal", cfg, blocks, start="lesson08-medical") is None  # another starting model
+    assert reuse("tiny-legal", replace(cfg, lr=2e-2), blocks) is None  # other settings
+    assert reuse("tiny-legal", cfg, {d: b[:1] for d, b in blocks.items()}) is None  # other blocks
+    assert reuse("tiny-legal", cfg, blocks, domain="code") is None
+    assert reuse("never-trained", cfg, blocks) is None
+    assert reuse("tiny-legal", cfg, s=settings()) is None  # measured on 2 x 16 blocks of two domains, not this mode's
+    with pytest.raises(ValueError, match="the settings s"):
+        reuse("tiny-legal", cfg)
+    assert reuse("tiny-legal", cfg, blocks, start="lesson08-medical") is None  # another starting model
 
     (folder / "model.safetensors").write_bytes(b"tampered")
     with pytest.raises(ModelError, match="does not match the sha256"):
@@ -139,18 +151,18 @@ def test_a_run_is_trained_measured_saved_and_reused(tok, data_dir, tmp_path):
 
 def test_sweep_points_round_trip_and_bad_files_are_ignored(tmp_path):
     path = tmp_path / "sweep.json"
-    assert lab.load_sweep(path) is None
+    assert load_sweep(path) is None
     path.write_text("{not json")
-    assert lab.load_sweep(path) is None
+    assert load_sweep(path) is None
     path.write_text(json.dumps({"points": [{"gain": 0.1}]}))
-    assert lab.load_sweep(path) is None
+    assert load_sweep(path) is None
     good = [{"gain": 0.3, "rise": 0.05, "label": "lr 3e-04"}]
     path.write_text(json.dumps({"points": good}))
-    assert lab.load_sweep(path) == good
+    assert load_sweep(path) == good
 
 
 def test_sweep_grid_has_each_cure_at_two_learning_rates():
-    grid = lab.sweep_grid(lab.settings(), lr=4e-4)
+    grid = sweep_grid(settings(), lr=4e-4)
     kinds = [k for k, _ in grid]
     assert {k: kinds.count(k) for k in kinds} == {"replay": 2, "EWC": 2, "LoRA": 2, "generative replay": 2}
     assert {c.lr for k, c in grid if k == "replay"} == {4e-4, 8e-4}
@@ -158,7 +170,7 @@ def test_sweep_grid_has_each_cure_at_two_learning_rates():
 
 
 def test_story_numbers_of_hand_made_perplexities():
-    n = lab.story_numbers({"medical": 40.0, "legal": 30.0}, {"medical": 30.0, "legal": 31.0},
+    n = story_numbers({"medical": 40.0, "legal": 30.0}, {"medical": 30.0, "legal": 31.0},
                           {"medical": 35.0, "legal": 24.8})
     assert n["medical_gain"] == pytest.approx(0.25) and n["medical_rise"] == pytest.approx(35 / 30 - 1)
     assert n["gain_lost"] == pytest.approx(0.5) and n["legal_gain"] == pytest.approx(0.2)
@@ -168,7 +180,7 @@ def test_points_and_matched_gain():
     from cfcourse.lm import cures
 
     start = {"medical": 30.0, "legal": 30.0, "code": 10.0}
-    p = lab.point(start, {"medical": 33.0, "legal": 24.0, "code": 50.0}, "plain", "learning rate")
+    p = point(start, {"medical": 33.0, "legal": 24.0, "code": 50.0}, "plain", "learning rate")
     assert p["gain"] == pytest.approx(0.2) and p["rise"] == pytest.approx(0.1), "only medical counts as forgotten"
     points = [{"kind": "learning rate", "gain": 0.1, "rise": 0.04}, {"kind": "learning rate", "gain": 0.3, "rise": 0.2},
               {"kind": "replay", "gain": 0.15, "rise": 0.0}, {"kind": "replay", "gain": 0.25, "rise": 0.02}]
@@ -180,26 +192,26 @@ def test_points_and_matched_gain():
     assert cures.rise_at_gain(wise, 0.11)["WiSE-FT"] == pytest.approx(-0.04 * 0.11 / 0.13)
     rec = {"lr_sweep": [{"lr": 1e-3, "after": {"medical": 36.0, "legal": 21.0}}],
            "seeds": [{"stage1": {"medical": 30.0, "legal": 30.0}}]}
-    (q,) = lab.recorded_points(rec)
+    (q,) = recorded_points(rec)
     assert q["kind"] == "learning rate" and q["gain"] == pytest.approx(0.3) and q["rise"] == pytest.approx(0.2)
-    assert lab.recorded_points(None) == []
+    assert recorded_points(None) == []
 
 
 def test_records_mine_first_then_the_courses(data_dir, monkeypatch):
-    mine = lab.runs_dir() / "record-full.json"
+    mine = runs_dir() / "record-full.json"
     mine.unlink(missing_ok=True)
-    shipped = lab.load_record("full")
+    shipped = load_record("full")
     assert shipped is not None and shipped["source"] == "the course's record"
     assert len(shipped["seeds"]) >= 3 and shipped["best_lr"] in shipped["settings"]["lr_grid"]
     mine.parent.mkdir(parents=True, exist_ok=True)
     mine.write_text(json.dumps({**shipped, "best_lr": 1.6e-4, "source": None}))
     try:
-        assert lab.load_record("full")["source"] == "your own record"
+        assert load_record("full")["source"] == "your own record"
         monkeypatch.setenv("CFCOURSE_FAST", "0")
-        assert lab.chosen_lr()[0] == 1.6e-4
+        assert chosen_lr(settings())[0] == 1.6e-4
     finally:
         mine.unlink()
-    assert lab.load_record("no-such-mode") is None
+    assert load_record("no-such-mode") is None
 
 
 def test_interpolation_moves_only_along_the_line(tok):
@@ -244,7 +256,7 @@ def test_perplexity_change_figure_writes_the_change():
 
 
 def test_step_figure_and_viewer():
-    snaps = [lab.Snapshot(s, math.nan if s == 0 else 2.0, {"legal": 30.0 - s, "code": 10.0 + s}, f"answer {s}")
+    snaps = [Snapshot(s, math.nan if s == 0 else 2.0, {"legal": 30.0 - s, "code": 10.0 + s}, f"answer {s}")
              for s in (0, 10, 20)]
     fig = views.step_figure(snaps, 1)
     assert "answer 10" in fig.axes[1].texts[0].get_text()
@@ -294,20 +306,20 @@ def test_runs_go_to_cfcourse_runs_or_the_users_cache_never_the_data_folder(tmp_p
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
     (tmp_path / "shared").mkdir()
     assert config.data_dir() == tmp_path / "shared"
-    assert lab.runs_dir() == tmp_path / "home-cache" / "cfcourse" / "lm-runs"  # even when the data folder is writable
+    assert runs_dir() == tmp_path / "home-cache" / "cfcourse" / "lm-runs"  # even when the data folder is writable
     monkeypatch.setenv("CFCOURSE_RUNS", str(tmp_path / "mine"))
-    assert lab.runs_dir() == tmp_path / "mine"
+    assert runs_dir() == tmp_path / "mine"
 
 
 def test_two_students_with_their_own_runs_folders_never_touch_each_other_or_the_data(tok, data_dir, tmp_path,
                                                                                    monkeypatch):
     before = {p: p.stat().st_mtime_ns for p in data_dir.iterdir()}
     model = _tiny(len(tok))
-    blocks = lab.held_out(tok, n_blocks=2, block_len=16, names=("legal",))
+    blocks = held_out(tok, settings(), n_blocks=2, block_len=16, names=("legal",))
     cfg = ft.FinetuneConfig(steps=1, batch_size=2, lr=1e-2, trainable_layers=1, gradient_checkpointing=False)
     for student in ("ada", "bo"):
         monkeypatch.setenv("CFCOURSE_RUNS", str(tmp_path / student))
-        lab.train(model, tok, cfg, lab.measure(model, blocks), blocks, name="lesson08-legal", verbose=False)
+        train(model, tok, cfg, domain_perplexities(model, blocks), blocks, name="lesson08-legal", verbose=False)
     assert (tmp_path / "ada" / "lesson08-legal" / MANIFEST).is_file()
     assert (tmp_path / "bo" / "lesson08-legal" / MANIFEST).is_file()
     assert {p: p.stat().st_mtime_ns for p in data_dir.iterdir()} == before
@@ -318,15 +330,15 @@ def test_record_tells_the_story_over_seeds_and_chooses_stage_2s_rate_on_validati
     folder = tmp_path / "tiny"
     _tiny(len(tok)).save_pretrained(folder)
     tok.save_pretrained(folder)
-    real = lab.load_model
-    monkeypatch.setattr(lab, "load_model", lambda name=None: real(folder if name is None else name))
+    real = lm_runs.load_model
+    monkeypatch.setattr(lm_runs, "load_model", lambda name=None: real(folder if name is None else name))
     monkeypatch.setenv("CFCOURSE_RUNS", str(tmp_path / "runs"))
     step = dict(steps=2, batch_size=2, trainable_layers=1, gradient_checkpointing=False)
-    s = replace(lab.settings(), block_len=16, headline_blocks=2, other_blocks=1, validation_blocks=2, questions=2,
+    s = replace(settings(), block_len=16, headline_blocks=2, other_blocks=1, validation_blocks=2, questions=2,
                 seeds=(0, 1), lr_grid=(5e-2, 1e-3), medical=ft.FinetuneConfig(lr=1e-2, **step),
                 legal=ft.FinetuneConfig(lr=1e-2, seed=100, **step), choose_steps=4, long_steps=7,
                 checkpoint_every=3)
-    rec = lab.record(s, verbose=False)
+    rec = record(s, verbose=False)
     assert [x["seed"] for x in rec["seeds"]] == [0, 1] and len(rec["lr_sweep"]) == 2
     assert rec["best_lr"] == min(rec["lr_sweep"], key=lambda p: p["validation_long"])["lr"]
     assert rec["chosen_at_step"] == 4 and rec["sweep_source"] == "this run"
@@ -334,65 +346,64 @@ def test_record_tells_the_story_over_seeds_and_chooses_stage_2s_rate_on_validati
     assert all("validation" in r for r in rec["lr_sweep"][0]["trajectory"])
     assert [r["step"] for r in rec["seeds"][1]["trajectory"]] == [2, 3, 6, 7], "the seeds run on past the sweep"
     seed0 = rec["seeds"][0]
-    assert seed0["numbers"] == lab.story_numbers(rec["pretrained"]["ppl"], seed0["stage1"], seed0["stage2"])
+    assert seed0["numbers"] == story_numbers(rec["pretrained"]["ppl"], seed0["stage1"], seed0["stage2"])
     assert rec["summary"]["medical_rise"]["values"] == [x["numbers"]["medical_rise"] for x in rec["seeds"]]
-    assert seed0["numbers_long"] == lab.story_numbers(rec["pretrained"]["ppl"], seed0["stage1"], seed0["stage2_long"])
+    assert seed0["numbers_long"] == story_numbers(rec["pretrained"]["ppl"], seed0["stage1"], seed0["stage2_long"])
     assert rec["summary"]["long"]["gain_lost"]["values"] == [x["numbers_long"]["gain_lost"] for x in rec["seeds"]]
     assert {"change2_long", "share2_long"} <= set(seed0["questions"])
     assert seed0["trajectory"][-1]["medical"] == pytest.approx(seed0["stage2_long"]["medical"])
     assert {"change1", "change2", "share1", "share2"} <= set(seed0["questions"])
     runs = tmp_path / "runs"
-    assert (runs / lab.STAGE1 / MANIFEST).is_file() and (runs / lab.STAGE2 / MANIFEST).is_file()
+    assert (runs / STAGE1 / MANIFEST).is_file() and (runs / STAGE2 / MANIFEST).is_file()
     assert not (runs / "record-medical-s1").exists(), "the other seeds' models are not kept"
-    assert lab.saved_run(lab.STAGE2).start == lab.STAGE1
-    assert lab.saved_run(lab.STAGE2).after == seed0["stage2"], "the saved model is the run at the lessons' length"
-    assert lab.reuse(lab.STAGE2, lab.stage2_config(s, rec["best_lr"]), start=lab.STAGE1,
-                     blocks=lab.held_out(lab.load_model()[1], s)) is not None
-    assert lab.load_record()["source"] == "your own record"
+    assert saved_run(STAGE2).start == STAGE1
+    assert saved_run(STAGE2).after == seed0["stage2"], "the saved model is the run at the lessons' length"
+    assert reuse(STAGE2, stage2_config(s, rec["best_lr"]), start=STAGE1,
+                     blocks=held_out(lm_runs.load_model()[1], s)) is not None
+    assert load_record()["source"] == "your own record"
 
     # The sweep of that record stands in for a new record's when the new seed 0 reaches the same medical model...
     def no_sweep(*a, **k):
         raise AssertionError("the earlier sweep fits: it must not be run again")
-    monkeypatch.setattr(lab, "choose_lr", no_sweep)
+    monkeypatch.setattr(lm_story, "choose_lr", no_sweep)
     earlier = runs / "earlier.json"
     earlier.write_text(json.dumps(rec))
-    again = lab.record(replace(s, seeds=(0,)), out=runs / "again.json", verbose=False, sweep_from=earlier)
+    again = record(replace(s, seeds=(0,)), out=runs / "again.json", verbose=False, sweep_from=earlier)
     as_read = json.loads(earlier.read_text())
     assert again["lr_sweep"] == as_read["lr_sweep"] and again["best_lr"] == rec["best_lr"]
     assert again["sweep_source"].startswith("earlier.json of ")
     assert {k: v for k, v in json.loads(json.dumps(again["seeds"][0])).items() if k != "seconds"} == \
         {k: v for k, v in as_read["seeds"][0].items() if k != "seconds"}
     # ... and not when anything differs: then the sweep is run, and the record says why.
-    monkeypatch.setattr(lab, "choose_lr", lambda *a, **k: rec["lr_sweep"])
+    monkeypatch.setattr(lm_story, "choose_lr", lambda *a, **k: rec["lr_sweep"])
     changed = json.loads(earlier.read_text())
     changed["seeds"][0]["stage1"]["medical"] *= 1.01
     earlier.write_text(json.dumps(changed))
-    other = lab.record(replace(s, seeds=(0,)), out=runs / "other.json", verbose=False, sweep_from=earlier)
+    other = record(replace(s, seeds=(0,)), out=runs / "other.json", verbose=False, sweep_from=earlier)
     assert other["sweep_source"].startswith("this run (earlier.json") and "another medical model" in other["sweep_source"]
     header = {k: v for k, v in other.items() if k in ("mode", "versions", "settings", "pretrained")}
-    assert lab._earlier_sweep(header, earlier) is not None
+    assert lm_story._earlier_sweep(header, earlier) is not None
     for key, value in (("lr_grid", [1.0]), ("questions", 99)):
         earlier.write_text(json.dumps({**changed, "settings": {**changed["settings"], key: value}}))
-        assert lab._earlier_sweep(header, earlier) is None, f"a sweep with another {key} cannot stand in"
+        assert lm_story._earlier_sweep(header, earlier) is None, f"a sweep with another {key} cannot stand in"
 
 
 def test_sweep_trains_each_cure_from_the_medical_model_and_writes_its_points(tok, data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("CFCOURSE_RUNS", str(tmp_path / "runs"))
     model = _tiny(len(tok))
-    blocks = lab.held_out(tok, n_blocks=2, block_len=16)
+    blocks = held_out(tok, settings(), n_blocks=2, block_len=16)
     cfg = ft.FinetuneConfig(steps=1, batch_size=2, lr=1e-2, trainable_layers=1, gradient_checkpointing=False)
-    lab.train(model, tok, cfg, lab.measure(model, blocks), blocks, name=lab.STAGE1, domain="medical", verbose=False)
-    s = replace(lab.settings(), block_len=16, headline_blocks=2, other_blocks=2, replay_blocks=3, self_blocks=2)
-    monkeypatch.setattr(lab, "settings", lambda: s)
+    train(model, tok, cfg, domain_perplexities(model, blocks), blocks, name=STAGE1, domain="medical", verbose=False)
+    s = replace(settings(), block_len=16, headline_blocks=2, other_blocks=2, replay_blocks=3, self_blocks=2)
     grid = [("replay", replace(cfg, replay_ratio=0.5)), ("generative replay", replace(cfg, replay_ratio=0.5))]
-    points = lab.sweep(grid, verbose=False, seeds=(0, 1, 2))
+    points = sweep(grid, verbose=False, seeds=(0, 1, 2), s=s)
     assert [p["kind"] for p in points] == ["replay", "generative replay"]
     assert all({"gain", "rise", "ppl_before", "per_seed", "label", "rise_range"} <= set(p) for p in points)
     for p in points:
         assert [r["seed"] for r in p["per_seed"]] == [0, 1, 2]
         assert p["rise"] == sorted(r["rise"] for r in p["per_seed"])[1], "the median of three"
         assert p["gain_range"] == [min(r["gain"] for r in p["per_seed"]), max(r["gain"] for r in p["per_seed"])]
-    assert lab.load_sweep() == json.loads(json.dumps(points))  # yours, in this mode, from the runs folder
+    assert load_sweep() == json.loads(json.dumps(points))  # yours, in this mode, from the runs folder
 
 
 def test_long_run_figure_draws_each_seed_their_median_and_your_run():
@@ -411,7 +422,7 @@ def test_the_teaching_guide_shows_the_courses_own_record():
     from importlib import resources
 
     rec = json.loads(resources.files("cfcourse.lm").joinpath("records", "record-full.json").read_text())
-    assert rec["version"] == lab.RECORD_VERSION and len(rec["seeds"]) >= 3
+    assert rec["version"] == RECORD_VERSION and len(rec["seeds"]) >= 3
     guide = (Path(__file__).resolve().parent.parent / "docs" / "teaching.md").read_text()
     block = guide.split("<!-- lm-record:start -->")[1].split("<!-- lm-record:end -->")[0]
-    assert block.strip() == lab.record_table(rec), "run: python -m cfcourse lm-record --table, and paste it"
+    assert block.strip() == record_table(rec), "run: python -m cfcourse lm-record --table, and paste it"

@@ -11,6 +11,13 @@ The check prints a verdict. If the answer is right the learner's function is
 returned; otherwise the reference solution is returned, so one stuck
 exercise never breaks the rest of the notebook.
 
+Most checks are a `Comparison`: the learner's function and the reference run on
+the same cases, a missing `return` is named, and a wrong answer that matches a
+known mistake (the reference with one plausible error, given a name with
+`named`) is told that mistake's explanation. The few checks that judge an answer
+by its properties (a training step, reservoir sampling, replay's schedule) keep
+their own verifiers.
+
 Student copies (`python -m cfcourse student-copy`) call ``check.accuracy(accuracy,
 strict=True)`` instead: there a wrong or unfinished answer raises
 `ExerciseNotDone`, so the notebook stops at the exercise rather than going on
@@ -72,21 +79,18 @@ class Exercise:
 
     def verify(self, fn: Callable) -> Verdict:
         """Run `fn` against the cases (or the custom verifier) and say whether it is right."""
+        verify_fn = self.verify_fn or Comparison(self.name, self.reference, self._described_cases)
         try:
-            if self.verify_fn is not None:
-                return self.verify_fn(fn)
-            for args in self.cases():
-                want = self.reference(*_copy(args))
-                got = fn(*_copy(args))
-                if not close(got, want):
-                    return Verdict(False, f"for inputs {_short(args)} your function returned {_short(got)}, "
-                                          f"expected {_short(want)}")
-            return Verdict(True, "all cases match")
+            return verify_fn(fn)
         except NotImplementedError:
             return Verdict(False, "not done yet (the stub still raises NotImplementedError)", not_done=True)
         except Exception as e:  # noqa: BLE001 - any error in the learner's code is a verdict, not a crash
             last = traceback.format_exception_only(type(e), e)[-1].strip()
             return Verdict(False, f"your function raised {last}")
+
+    def _described_cases(self) -> list[tuple[str, tuple]]:
+        """The plain cases, each named by its inputs."""
+        return [(f"inputs {_short(args)}", args) for args in self.cases()]
 
     def __call__(self, fn: Callable, strict: bool = False) -> Callable:
         """Print the verdict; return `fn` if it is right, else the reference so the lesson can go on.
@@ -116,72 +120,142 @@ class Exercise:
         return ExerciseNotDone(f"{what}\nHint: {self.hint}\n{todo}", exercise=self.name, verdict=v)
 
 
-def which_mistake(fn: Callable, got: Any, args: tuple, mistakes: list[tuple[Callable, str]], cases: list[tuple],
-                  same: Callable[[Any, Any], bool] = close) -> str | None:
-    """The explanation of the known mistake that `got` (fn's answer for `args`) matches, or None.
+# --- the one verifier: cases, the None check, the comparison, named mistakes ---------------------------------
 
-    Two mistakes can give the same answer on one case; then the one that agrees with fn on every case wins.
+Mistakes = list[tuple[Callable, str]]  # (the reference with one plausible mistake, what to tell a learner who made it)
+
+IN_PLACE = ("the answer is right, but your function changed the {what} it was given; leave the caller's values as "
+            "they are and build new ones instead of changing them in place")
+
+
+def named(name: str, fn: Callable) -> Callable:
+    """Give a wrong answer (often a lambda) a name that says its mistake, for test reports."""
+    fn.__name__ = fn.__qualname__ = name
+    return fn
+
+
+@dataclass
+class Comparison:
+    """A verifier: fn must give what `reference` gives on every (what, args) case; a wrong answer is told which
+    known mistake it matches.
+
+    Options: `same` compares two answers (default: `close` within `tol`); `wrap` turns a function into what is
+    compared (e.g. a step into the weights after it); `shown` words a mismatch; `form` says what is wrong with the
+    type or shape of an answer that does not match; `unchanged` names the arguments, by position, that fn must not
+    change in place (`in_place` words that); `per_case` and `at_end` add checks a matching answer must pass, on
+    each case and once at the end (each gives the problem, or None).
     """
-    found = [(mistake, why) for mistake, why in mistakes if same(got, mistake(*_copy(args)))]
-    if len(found) > 1:
-        for mistake, why in found:
-            if _same_everywhere(fn, mistake, cases, same):
-                return why
-    return found[0][1] if found else None
+
+    name: str
+    reference: Callable
+    cases: Callable[[], list[tuple[str, tuple]]]
+    mistakes: Mistakes = field(default_factory=list)
+    tol: float = 1e-5
+    same: Callable[[Any, Any], bool] | None = None
+    wrap: Callable[[Callable], Callable] | None = None
+    shown: Callable[[str, Any, Any], str] | None = None
+    form: Callable[[str, Any, Any], str | None] | None = None
+    unchanged: dict[int, str] = field(default_factory=dict)
+    in_place: str = IN_PLACE
+    per_case: Callable[[Callable, tuple, Any, Any], str | None] | None = None
+    at_end: Callable[[Callable], str | None] | None = None
+
+    def __call__(self, fn: Callable) -> Verdict:
+        """The verdict on fn: the first case it gets wrong, or the last check it fails, or right."""
+        for what, args in self.cases():
+            problem = self.problem(fn, what, args)
+            if problem:
+                return Verdict(False, problem)
+        problem = self.at_end(fn) if self.at_end else None
+        return Verdict(problem is None, problem or "all cases match")
+
+    def problem(self, fn: Callable, what: str, args: tuple) -> str | None:
+        """What is wrong with fn's answer on one case, or None."""
+        given = _copy(args)
+        want, got = self.run(self.reference, _copy(args)), self.run(fn, given)
+        if got is None:
+            return f"{self.name} returned None: did you forget the `return`?"
+        if not self.agree(got, want):
+            return (self.form and self.form(what, got, want)) or self.mismatch(fn, what, args, got, want)
+        return self.changed(args, given) or (self.per_case and self.per_case(fn, args, got, want))
+
+    def run(self, fn: Callable, args: tuple) -> Any:
+        """fn's answer on args, as compared."""
+        return (self.wrap(fn) if self.wrap else fn)(*args)
+
+    def agree(self, got: Any, want: Any) -> bool:
+        """Whether two answers agree; one that cannot be compared does not."""
+        try:
+            return bool(self.same(got, want) if self.same else close(got, want, self.tol))
+        except Exception:  # noqa: BLE001 - an answer of the wrong kind simply does not agree
+            return False
+
+    def mismatch(self, fn: Callable, what: str, args: tuple, got: Any, want: Any) -> str:
+        """The wrong answer in words, with the known mistake it matches."""
+        text = (self.shown(what, got, want) if self.shown
+                else f"on {what}, your {self.name} returned {_short(got)}, expected {_short(want)}")
+        why = self.which_mistake(fn, got, args)
+        return f"{text}; {why}" if why else text
+
+    def which_mistake(self, fn: Callable, got: Any, args: tuple) -> str | None:
+        """The explanation of the known mistake that `got` (fn's answer on `args`) matches, or None.
+
+        Two mistakes can give the same answer on one case; then the one that agrees with fn on every case wins.
+        """
+        found = [(m, why) for m, why in self.mistakes if self.gives(m, args, got)]
+        if len(found) > 1:
+            cases = [a for _, a in self.cases()]
+            found = [(m, why) for m, why in found if all(self.gives_as(m, fn, a) for a in cases)] or found
+        return found[0][1] if found else None
+
+    def gives(self, mistake: Callable, args: tuple, got: Any) -> bool:
+        """Whether `mistake` gives `got` on `args`; a mistake that cannot run there does not."""
+        try:
+            return self.agree(got, self.run(mistake, _copy(args)))
+        except Exception:  # noqa: BLE001 - a mistake that cannot run on this case does not match
+            return False
+
+    def gives_as(self, mistake: Callable, fn: Callable, args: tuple) -> bool:
+        """Whether `mistake` and fn give the same answer on `args`."""
+        try:
+            return self.gives(mistake, args, self.run(fn, _copy(args)))
+        except Exception:  # noqa: BLE001 - a learner's function that fails on a case simply does not match there
+            return False
+
+    def changed(self, args: tuple, given: tuple) -> str | None:
+        """The message for an argument fn changed in place, or None."""
+        for i, what in self.unchanged.items():
+            if not _equal(args[i], given[i]):
+                return self.in_place.format(what=what)
+        return None
 
 
-def verify_with_mistakes(name: str, reference: Callable, cases: Callable[[], list[tuple[str, tuple]]],
-                         mistakes: list[tuple[Callable, str]], tol: float = 1e-5,
-                         same: Callable[[Any, Any], bool] | None = None,
-                         shown: Callable[[str, Any, Any], str] | None = None,
-                         wrap: Callable[[Callable], Callable] | None = None) -> Callable[[Callable], Verdict]:
-    """A verifier: fn must match `reference` on every (what, args) case; a wrong answer that matches a known
-    mistake on that case is told the mistake's explanation. `wrap` turns a function into what is compared (e.g.
-    a step into the weights after it), `shown` words a mismatch."""
-    same = same or (lambda a, b: close(a, b, tol))
-    wrap = wrap or (lambda f: f)
-    shown = shown or (lambda what, got, want: f"on {what}, your {name} returned {_short(got)}, expected {_short(want)}")
-
-    def verify(fn: Callable) -> Verdict:
-        for what, args in cases():
-            want = wrap(reference)(*_copy(args))
-            got = wrap(fn)(*_copy(args))
-            if got is None:
-                return Verdict(False, f"{name} returned None: did you forget the `return`?")
-            if same(got, want):
-                continue
-            text = shown(what, got, want)
-            found = [(mistake, why) for mistake, why in mistakes if _matches(wrap, mistake, args, got, same)]
-            if len(found) > 1:  # two mistakes give this answer here: the one that is fn on every case wins
-                everywhere = [(m, why) for m, why in found
-                              if all(_matches(wrap, m, a, wrap(fn)(*_copy(a)), same) for _, a in cases())]
-                found = everywhere or found
-            return Verdict(False, f"{text}: {found[0][1]}" if found else text)
-        return Verdict(True, "all cases match")
-    return verify
+def _equal(a: Any, b: Any) -> bool:
+    """Exactly equal, tensors and containers of tensors included."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return bool(np.array_equal(a, b)) if isinstance(a, np.ndarray) else a == b
 
 
-def _matches(wrap: Callable, mistake: Callable, args: tuple, got: Any, same: Callable[[Any, Any], bool]) -> bool:
-    """Whether `mistake` gives `got` on `args`; a mistake that cannot run there does not match."""
-    try:
-        return bool(same(got, wrap(mistake)(*_copy(args))))
-    except Exception:  # noqa: BLE001 - a mistake that cannot run on this case does not match
-        return False
-
-
-def _same_everywhere(fn: Callable, mistake: Callable, cases: list[tuple], same: Callable[[Any, Any], bool]) -> bool:
-    try:
-        return all(same(fn(*_copy(args)), mistake(*_copy(args))) for args in cases)
-    except Exception:  # noqa: BLE001 - a learner's function that fails on a case simply does not match there
-        return False
-
-
-def _copy(args: tuple) -> tuple:
-    return tuple(a.clone() if isinstance(a, torch.Tensor) else a.copy() if isinstance(a, np.ndarray) else a
-                 for a in args)
+def _copy(x: Any) -> Any:
+    """A copy of a case's arguments: tensors, arrays and the lists, tuples and dicts that hold them."""
+    if isinstance(x, torch.Tensor):
+        return x.clone()
+    if isinstance(x, np.ndarray):
+        return x.copy()
+    if isinstance(x, dict):
+        return {k: _copy(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_copy(v) for v in x)
+    return x
 
 
 def _short(x: Any) -> str:
+    """A value in a few words: its shape when it is a big tensor or array."""
     if isinstance(x, torch.Tensor) and x.numel() > 8:
         return f"tensor of shape {tuple(x.shape)}"
     if isinstance(x, np.ndarray) and x.size > 8:

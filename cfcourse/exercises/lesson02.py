@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..metrics import AccuracyMatrix
-from . import Exercise, Verdict, check, close, which_mistake
+from . import Comparison, Exercise, Mistakes, check, named
 
 
 def backward_transfer(R: np.ndarray) -> float:
@@ -52,25 +52,24 @@ def _show(x) -> str:
         return repr(x)
 
 
-def _verifier(name: str, truth: Callable[[np.ndarray], object], mistakes: list[tuple[Callable, str]],
-              one_number: bool) -> Callable[[Callable], Verdict]:
-    """Build a verifier comparing fn(R) with `truth(R)` on every hand-made matrix, naming known mistakes."""
-    def verify(fn: Callable) -> Verdict:
-        for R in _matrices():
-            want, got = truth(R.copy()), fn(R.copy())
-            if close(got, want):
-                continue
-            if got is None:
-                return Verdict(False, f"{name} returned None: did you forget the `return`?")
-            shown = f"for R =\n{R}\n{name} returned {_show(got)}, expected {_show(want)}"
-            if one_number and np.ndim(got) > 0:
-                return Verdict(False, f"{shown}: it should be one number, the mean over the earlier tasks")
-            if not one_number and np.ndim(got) == 0:
-                return Verdict(False, f"{shown}: it should give one number per earlier task, not a single number")
-            why = which_mistake(fn, got, (R,), mistakes, [(M,) for M in _matrices()])
-            return Verdict(False, f"{shown}: {why}" if why else shown)
-        return Verdict(True, "all cases match")
-    return verify
+def _cases() -> list[tuple[str, tuple[np.ndarray]]]:
+    """Each hand-made matrix, shown as it is."""
+    return [(f"R =\n{R}", (R,)) for R in _matrices()]
+
+
+def _verifier(name: str, truth: Callable[[np.ndarray], object], mistakes: Mistakes,
+              one_number: bool) -> Comparison:
+    """Compare fn(R) with `truth(R)` on every hand-made matrix, naming known mistakes."""
+    def shown(what, got, want) -> str:
+        return f"for {what}\n{name} returned {_show(got)}, expected {_show(want)}"
+
+    def form(what, got, want) -> str | None:
+        if one_number and np.ndim(got) > 0:
+            return f"{shown(what, got, want)}: it should be one number, the mean over the earlier tasks"
+        if not one_number and np.ndim(got) == 0:
+            return f"{shown(what, got, want)}: it should give one number per earlier task, not a single number"
+        return None
+    return Comparison(name, truth, _cases, mistakes, shown=shown, form=form)
 
 
 def _diag(R: np.ndarray) -> np.ndarray:
@@ -82,62 +81,56 @@ def _mean_or_nan(values: np.ndarray) -> float:
     return float(np.mean(values)) if len(values) else float("nan")
 
 
-def _named(name: str, fn: Callable) -> Callable:
-    """Give a wrong answer a readable name, for test reports."""
-    fn.__name__ = fn.__qualname__ = name
-    return fn
-
-
 BWT_MISTAKES = [
-    (_named("averaged_over_all_tasks", lambda R: float(np.mean(R[-1] - _diag(R)))),
+    (named("averaged_over_all_tasks", lambda R: float(np.mean(R[-1] - _diag(R)))),
      "it looks like you averaged over all T tasks; the last task has no 'later' yet (its term is always 0), "
      "so average over the T-1 earlier tasks only"),
-    (_named("forgot_the_diagonal", lambda R: float(np.mean(R[-1, :-1]))),
+    (named("forgot_the_diagonal", lambda R: float(np.mean(R[-1, :-1]))),
      "it looks like you averaged the final accuracies without subtracting R[j][j], the accuracy just after "
      "training task j (the diagonal)"),
-    (_named("sign_flipped", lambda R: float(np.mean(_diag(R)[:-1] - R[-1, :-1]))),
+    (named("sign_flipped", lambda R: float(np.mean(_diag(R)[:-1] - R[-1, :-1]))),
      "the sign is flipped: BWT is final minus just-after, so forgetting makes it negative"),
-    (_named("rows_and_columns_swapped", lambda R: float(np.mean(R[:-1, -1] - _diag(R)[:-1]))),
+    (named("rows_and_columns_swapped", lambda R: float(np.mean(R[:-1, -1] - _diag(R)[:-1]))),
      "it looks like rows and columns are swapped: R[i][j] is row i (after training task i), column j "
      "(evaluated on task j); the final accuracies are the last row, R[T-1][j]"),
-    (_named("subtracted_first_row", lambda R: float(np.mean(R[-1, :-1] - R[0, :-1]))),
+    (named("subtracted_first_row", lambda R: float(np.mean(R[-1, :-1] - R[0, :-1]))),
      "it looks like you subtracted the first row; subtract the diagonal R[j][j], the accuracy on task j right "
      "after training it"),
-    (_named("summed_instead_of_mean", lambda R: float(np.sum(R[-1, :-1] - _diag(R)[:-1]))),
+    (named("summed_instead_of_mean", lambda R: float(np.sum(R[-1, :-1] - _diag(R)[:-1]))),
      "it looks like a sum; BWT is the mean over the earlier tasks"),
-    (_named("second_to_last_row", lambda R: float(np.mean(R[-2, :-1] - _diag(R)[:-1]))),
+    (named("second_to_last_row", lambda R: float(np.mean(R[-2, :-1] - _diag(R)[:-1]))),
      "it looks like you took the second-to-last row, R[T-2], as the final accuracies; the final row is "
      "R[T-1], i.e. R[-1]"),
-    (_named("row_after_the_next_task", lambda R: float(np.mean([R[j + 1, j] - R[j, j] for j in range(len(R) - 1)]))),
+    (named("row_after_the_next_task", lambda R: float(np.mean([R[j + 1, j] - R[j, j] for j in range(len(R) - 1)]))),
      "it looks like you subtracted R[j][j] from R[j+1][j], the accuracy one task later; BWT compares with the "
      "final row, R[T-1][j]"),
-    (_named("dropped_one_earlier_task", lambda R: _mean_or_nan(R[-1, :-2] - _diag(R)[:-2])),
+    (named("dropped_one_earlier_task", lambda R: _mean_or_nan(R[-1, :-2] - _diag(R)[:-2])),
      "it looks like one earlier task is missing (an index off by one): the earlier tasks are j = 0 .. T-2, "
      "range(T - 1)"),
 ]
 
 FORGETTING_MISTAKES = [
-    (_named("used_the_diagonal", lambda R: _diag(R)[:-1] - R[-1, :-1]),
+    (named("used_the_diagonal", lambda R: _diag(R)[:-1] - R[-1, :-1]),
      "it looks like you used R[j][j] (just after training) as the reference; forgetting uses the best "
      "accuracy task j ever had before the last stage, the maximum of its column above the last row"),
-    (_named("max_includes_last_row", lambda R: R[:, :-1].max(axis=0) - R[-1, :-1]),
+    (named("max_includes_last_row", lambda R: R[:, :-1].max(axis=0) - R[-1, :-1]),
      "it looks like the maximum includes the last row; take the best accuracy from the stages before the last, "
      "so that forgetting can be negative when a task ends at its best"),
-    (_named("sign_flipped", lambda R: R[-1, :-1] - R[:-1, :-1].max(axis=0)),
+    (named("sign_flipped", lambda R: R[-1, :-1] - R[:-1, :-1].max(axis=0)),
      "the sign is flipped: forgetting is best-before minus final, positive when accuracy fell"),
-    (_named("included_last_task", lambda R: R[:-1].max(axis=0) - R[-1]),
+    (named("included_last_task", lambda R: R[:-1].max(axis=0) - R[-1]),
      "it looks like you included the last task; forgetting is defined for the T-1 earlier tasks only"),
-    (_named("max_along_rows", lambda R: R[:-1, :-1].max(axis=1) - R[-1, :-1]),
+    (named("max_along_rows", lambda R: R[:-1, :-1].max(axis=1) - R[-1, :-1]),
      "it looks like the maximum runs along a row; take it down column j (over stages i), i.e. axis=0"),
-    (_named("min_instead_of_max", lambda R: R[:-1, :-1].min(axis=0) - R[-1, :-1]),
+    (named("min_instead_of_max", lambda R: R[:-1, :-1].min(axis=0) - R[-1, :-1]),
      "it looks like the minimum of the column; forgetting starts from the best accuracy, the maximum"),
-    (_named("first_row_as_the_best", lambda R: R[0, :-1] - R[-1, :-1]),
+    (named("first_row_as_the_best", lambda R: R[0, :-1] - R[-1, :-1]),
      "it looks like you subtracted from the first row, R[0][j]; take the best accuracy of column j over every "
      "stage before the last, R[:-1, j].max()"),
-    (_named("second_to_last_row_as_final", lambda R: R[:-1, :-1].max(axis=0) - R[-2, :-1]),
+    (named("second_to_last_row_as_final", lambda R: R[:-1, :-1].max(axis=0) - R[-2, :-1]),
      "it looks like the second-to-last row, R[T-2], is used as the final accuracies; the final row is R[T-1], "
      "i.e. R[-1]"),
-    (_named("rows_and_columns_swapped", lambda R: R[:-1, :-1].max(axis=1) - R[:-1, -1]),
+    (named("rows_and_columns_swapped", lambda R: R[:-1, :-1].max(axis=1) - R[:-1, -1]),
      "it looks like rows and columns are swapped: task j's accuracies over time are column j, R[:, j], and its "
      "final accuracy is in the last row, R[-1][j]"),
 ]

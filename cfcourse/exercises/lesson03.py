@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..strategies.labels_trick import current_task_loss
-from . import Exercise, Verdict, check, close, verify_with_mistakes, which_mistake
+from . import Comparison, Exercise, check, close, named
 
 
 def predict_within_task(logits: torch.Tensor, classes) -> torch.Tensor:
@@ -24,7 +24,7 @@ def predict_within_task(logits: torch.Tensor, classes) -> torch.Tensor:
     return classes[logits[:, classes].argmax(1)]  # (batch,) labels, each one of `classes`
 
 
-def _cases() -> list[tuple[torch.Tensor, tuple[int, ...]]]:
+def _cases() -> list[tuple[str, tuple[torch.Tensor, tuple[int, ...]]]]:
     """Logits (batch, 10) with the task's classes; several where the task's logits are all negative."""
     gen = torch.Generator().manual_seed(3)
     hand_made = torch.tensor([[0.1, 2.0, -1.0, 0.5, 3.0, 0.0, -2.0, 1.0, 4.0, -0.5],
@@ -32,14 +32,10 @@ def _cases() -> list[tuple[torch.Tensor, tuple[int, ...]]]:
                               [-9.0, -8.0, -2.0, -2.5, -1.0, -0.5, -3.0, -6.0, -4.0, -7.0]])
     negative = -torch.rand(6, 10, generator=gen) * 4 - 0.1  # every logit below 0
     mixed = torch.randn(40, 10, generator=gen) * 3
-    return [(hand_made, (2, 3)), (hand_made, (8, 9)), (negative, (0, 1)), (negative, (4, 5)),
-            (mixed, (6, 7)), (mixed, (0, 1)), (mixed[:1], (8, 9)), (mixed, (1, 4, 7))]
-
-
-def _named(name: str, fn: Callable) -> Callable:
-    """Give a wrong answer a readable name, for test reports."""
-    fn.__name__ = fn.__qualname__ = name
-    return fn
+    cases = [(hand_made, (2, 3)), (hand_made, (8, 9)), (negative, (0, 1)), (negative, (4, 5)),
+             (mixed, (6, 7)), (mixed, (0, 1)), (mixed[:1], (8, 9)), (mixed, (1, 4, 7))]
+    return [(f"logits of shape {tuple(logits.shape)} and classes {classes}", (logits, classes))
+            for logits, classes in cases]
 
 
 def _zero_others(logits: torch.Tensor, classes) -> torch.Tensor:
@@ -55,21 +51,21 @@ def _mask_the_task(logits: torch.Tensor, classes) -> torch.Tensor:
 
 
 MISTAKES = [
-    (_named("ignored_the_task", lambda logits, classes: logits.argmax(1)),
+    (named("ignored_the_task", lambda logits, classes: logits.argmax(1)),
      "it looks like an argmax over all ten outputs, which is the class-incremental prediction; when the task is "
      "known, compare only the logits of the task's classes"),
-    (_named("position_not_label", lambda logits, classes: logits[:, list(classes)].argmax(1)),
+    (named("position_not_label", lambda logits, classes: logits[:, list(classes)].argmax(1)),
      "it looks like you returned the position within the task (0 or 1) rather than the label; map the position "
      "back with classes[position]"),
-    (_named("zeroed_the_other_logits", _zero_others),
+    (named("zeroed_the_other_logits", _zero_others),
      "it looks like you set the other classes' logits to 0; when all of the task's logits are negative, 0 still "
      "wins, so mask them to -infinity instead (or index only the task's columns)"),
-    (_named("argmin_not_argmax", lambda logits, classes: torch.as_tensor(classes)[logits[:, list(classes)].argmin(1)]),
+    (named("argmin_not_argmax", lambda logits, classes: torch.as_tensor(classes)[logits[:, list(classes)].argmin(1)]),
      "it looks like you picked the task's class with the smallest logit; the prediction is the largest, argmax"),
-    (_named("first_class_plus_position", lambda logits, classes: classes[0] + logits[:, list(classes)].argmax(1)),
+    (named("first_class_plus_position", lambda logits, classes: classes[0] + logits[:, list(classes)].argmax(1)),
      "it looks like you added the position to the first class; that only works when the task's classes are "
      "consecutive. Map the position back with classes[position]"),
-    (_named("masked_the_task_itself", _mask_the_task),
+    (named("masked_the_task_itself", _mask_the_task),
      "it looks like the mask is the wrong way round: it hides the task's own classes and keeps the others; mask "
      "every class that is NOT in `classes`"),
 ]
@@ -98,26 +94,16 @@ def selected_rows_not_columns(logits: torch.Tensor, classes) -> torch.Tensor:
     return c[logits[c].argmax(1)]
 
 
-def _verify(fn: Callable) -> Verdict:
-    for logits, classes in _cases():
-        want = predict_within_task(logits, classes)
-        given = logits.clone()
-        got = fn(given, classes)
-        if close(got, want):
-            if not torch.equal(given, logits):
-                return Verdict(False, IN_PLACE)
-            continue
-        if got is None:
-            return Verdict(False, "predict_within_task returned None: did you forget the `return`?")
-        if not isinstance(got, torch.Tensor) or got.shape != want.shape:
-            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
-            return Verdict(False, f"for logits of shape {tuple(logits.shape)} it should return one label per row, "
-                                  f"a tensor of shape {tuple(want.shape)}; got {shape}")
-        shown = (f"for logits of shape {tuple(logits.shape)} and classes {classes} it returned "
-                 f"{got[:6].tolist()}..., expected {want[:6].tolist()}...")
-        why = which_mistake(fn, got, (logits, classes), MISTAKES, _cases())
-        return Verdict(False, f"{shown}: {why}" if why else shown)
-    return Verdict(True, "all cases match")
+def _one_label_per_row(what: str, got, want: torch.Tensor) -> str | None:
+    """Asks for one label per row when the answer has another shape."""
+    if isinstance(got, torch.Tensor) and got.shape == want.shape:
+        return None
+    shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+    return f"for {what} it should return one label per row, a tensor of shape {tuple(want.shape)}; got {shape}"
+
+
+def _labels_shown(what: str, got: torch.Tensor, want: torch.Tensor) -> str:
+    return f"for {what} it returned {got[:6].tolist()}..., expected {want[:6].tolist()}..."
 
 
 check.register(Exercise(
@@ -125,7 +111,8 @@ check.register(Exercise(
     reference=predict_within_task,
     hint="compare only the task's columns of the logits; the argmax then gives a position among the task's classes, "
          "which still has to become a label",
-    verify_fn=_verify,
+    verify_fn=Comparison("predict_within_task", predict_within_task, _cases, MISTAKES, form=_one_label_per_row,
+                         shown=_labels_shown, unchanged={0: "logits"}, in_place=IN_PLACE),
     wrong_answers=[mistake for mistake, _ in MISTAKES] + [masked_the_callers_logits, argmax_over_the_batch,
                                                           selected_rows_not_columns],
 ))
@@ -184,31 +171,31 @@ def _zero_others_loss(logits, y, classes):
 
 
 LOSS_MISTAKES = [
-    (_named("every_output", lambda logits, y, classes: F.cross_entropy(logits, y)),
+    (named("every_output", lambda logits, y, classes: F.cross_entropy(logits, y)),
      "it looks like the cross-entropy over all ten outputs, which pushes down every old class's output at every "
      "step; take only the columns of the current task's classes"),
-    (_named("other_logits_set_to_zero", _zero_others_loss),
+    (named("other_logits_set_to_zero", _zero_others_loss),
      "it looks like the other classes' logits were set to 0 and kept in the softmax; they must leave it altogether "
      "(keep only the task's columns)"),
-    (_named("summed_not_averaged",
+    (named("summed_not_averaged",
             lambda logits, y, classes: F.cross_entropy(logits[:, list(classes)], _positions(y, classes),
                                                        reduction="sum")),
      "it looks like the losses of the batch were added up; the cross-entropy is averaged over the batch"),
-    (_named("detached_logits",
+    (named("detached_logits",
             lambda logits, y, classes: F.cross_entropy(logits.detach()[:, list(classes)], _positions(y, classes))),
      "it looks like the logits were detached: the value is right but no gradient reaches the network"),
-    (_named("sign_flipped",
+    (named("sign_flipped",
             lambda logits, y, classes: -F.cross_entropy(logits[:, list(classes)], _positions(y, classes))),
      "it looks like the sign is flipped: minimising it would make the right digits less likely"),
-    (_named("softmax_before_cross_entropy",
+    (named("softmax_before_cross_entropy",
             lambda logits, y, classes: F.cross_entropy(logits[:, list(classes)].softmax(1), _positions(y, classes))),
      "it looks like a softmax before F.cross_entropy, which applies its own: pass the logits themselves"),
-    (_named("binary_cross_entropy_per_unit",
+    (named("binary_cross_entropy_per_unit",
             lambda logits, y, classes: F.binary_cross_entropy_with_logits(
                 logits[:, list(classes)], F.one_hot(_positions(y, classes), len(classes)).float())),
      "it looks like a binary cross-entropy per output unit; the labels trick keeps the softmax cross-entropy, only "
      "over the task's classes"),
-    (_named("only_the_true_logit",
+    (named("only_the_true_logit",
             lambda logits, y, classes: -logits.gather(1, y[:, None]).mean()),
      "it looks like only the right digit's logit was raised, with no softmax: the other digit of the task is never "
      "pushed down, and the loss has no lower bound"),
@@ -230,8 +217,8 @@ check.register(Exercise(
     reference=current_task_loss,
     hint="the softmax should compete only among the current task's outputs, and each label then needs its place "
          "among those outputs as the target",
-    verify_fn=verify_with_mistakes("current_task_loss", current_task_loss, _loss_cases, LOSS_MISTAKES,
-                                   same=_same_loss, shown=_shown, wrap=_value_and_grad),
+    verify_fn=Comparison("current_task_loss", current_task_loss, _loss_cases, LOSS_MISTAKES,
+                         same=_same_loss, shown=_shown, wrap=_value_and_grad),
     wrong_answers=[mistake for mistake, _ in LOSS_MISTAKES] + [labels_not_turned_into_positions,
                                                                first_class_subtracted],
 ))

@@ -16,7 +16,7 @@ from torch import nn
 from ..data import Task, load_mnist, to_float
 from ..models import MLP
 from ..strategies.regularization import diagonal_fisher, quadratic_penalty, si_importance, trainable
-from . import Exercise, Verdict, check, verify_with_mistakes
+from . import Comparison, Exercise, check, named
 
 Tensors = dict[str, torch.Tensor]
 
@@ -38,12 +38,6 @@ def ewc_penalty(model: nn.Module, anchor: Tensors, fisher: Tensors, lam: float) 
 
 
 # --- shared helpers -------------------------------------------------------------------------------
-
-def _named(name: str, fn: Callable) -> Callable:
-    """Give a wrong answer a readable name, for test reports."""
-    fn.__name__ = fn.__qualname__ = name
-    return fn
-
 
 def _small_model(hidden: tuple[int, ...], seed: int, in_features: int = 784, out_features: int = 10) -> MLP:
     """A small MLP with weights fixed by `seed`, built without touching the global random state."""
@@ -68,14 +62,15 @@ def _same(got: Tensors, want: Tensors, rtol: float = 1e-4) -> bool:
 
 # --- exercise 1: the diagonal Fisher --------------------------------------------------------------
 
-def _fisher_cases() -> list[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+def _fisher_cases() -> list[tuple[str, tuple[nn.Module, torch.Tensor, torch.Tensor]]]:
     """Small networks and real MNIST test digits with their labels."""
     mnist = load_mnist()
     x = to_float(mnist.test_images[:12].reshape(-1, 784))  # (12, 784)
     y = mnist.test_labels[:12]  # (12,)
-    return [(_small_model((16,), seed=0), x[:1], y[:1]),
-            (_small_model((16,), seed=1), x, y),
-            (_small_model((8, 8), seed=2), x[3:10], y[3:10])]
+    cases = [(_small_model((16,), seed=0), x[:1], y[:1]),
+             (_small_model((16,), seed=1), x, y),
+             (_small_model((8, 8), seed=2), x[3:10], y[3:10])]
+    return [(f"{len(y)} digit(s) with a {_describe(model)}", (model, x, y)) for model, x, y in cases]
 
 
 def _per_sample(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -129,29 +124,29 @@ def _probability(model, x, y):
 
 
 FISHER_MISTAKES = [
-    (_named("squared_the_mean_gradient", _squared_mean_gradient),
+    (named("squared_the_mean_gradient", _squared_mean_gradient),
      "it looks like you squared the gradient of the log-likelihood averaged over all samples; the Fisher squares "
      "each sample's own gradient first, then averages the squares (one backward pass per sample)"),
-    (_named("did_not_square", lambda model, x, y: _mean_of(_per_sample(model, x, y, _log_lik), lambda g: g)),
+    (named("did_not_square", lambda model, x, y: _mean_of(_per_sample(model, x, y, _log_lik), lambda g: g)),
      "it looks like you averaged the gradients without squaring them; the Fisher is the mean of the squared "
      "gradients (so it is never negative)"),
-    (_named("summed_instead_of_mean", _summed),
+    (named("summed_instead_of_mean", _summed),
      "it looks like a sum over the samples; divide by the number of samples to get the mean"),
-    (_named("gradient_of_the_probability", _probability),
+    (named("gradient_of_the_probability", _probability),
      "it looks like you took the gradient of the probability p(y|x); take the gradient of its logarithm, "
      "log p(y|x) = -F.cross_entropy(logits, y)"),
-    (_named("first_sample_only", lambda model, x, y: fisher_diagonal(model, x[:1], y[:1])),
+    (named("first_sample_only", lambda model, x, y: fisher_diagonal(model, x[:1], y[:1])),
      "it looks like only the first sample counted; loop over every sample in x"),
-    (_named("squared_the_summed_gradient", _squared_summed_gradient),
+    (named("squared_the_summed_gradient", _squared_summed_gradient),
      "it looks like you squared the gradient of the log-likelihood summed over all samples; the Fisher squares "
      "each sample's own gradient first, then averages the squares (one backward pass per sample)"),
-    (_named("gradients_piled_up", _gradients_piled_up),
+    (named("gradients_piled_up", _gradients_piled_up),
      "it looks like the gradients piled up from sample to sample: loss.backward() adds to p.grad, so each "
      "square included the earlier samples' gradients. Set p.grad to None (or zero it) before each backward, "
      "or use torch.autograd.grad"),
-    (_named("absolute_value_not_square", lambda model, x, y: _mean_of(_per_sample(model, x, y, _log_lik), torch.abs)),
+    (named("absolute_value_not_square", lambda model, x, y: _mean_of(_per_sample(model, x, y, _log_lik), torch.abs)),
      "it looks like the absolute value of the gradients; the Fisher is the mean of their squares"),
-    (_named("predicted_labels_not_true_ones", lambda model, x, y: fisher_diagonal(model, x, model(x).argmax(1))),
+    (named("predicted_labels_not_true_ones", lambda model, x, y: fisher_diagonal(model, x, model(x).argmax(1))),
      "it looks like the log-likelihood of the model's own predictions, model(x).argmax(1); use the true labels y"),
 ]
 
@@ -166,36 +161,42 @@ def fisher_as_a_list(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list
     return list(fisher_diagonal(model, x, y).values())
 
 
-def _verify_fisher(fn: Callable) -> Verdict:
-    for model, x, y in _fisher_cases():
-        want = fisher_diagonal(model, x, y)
-        got_raw = fn(model, x.clone(), y.clone())
+def _grads_cleared(fn: Callable) -> Callable:
+    """fn, after which the model's .grad are cleared: a learner's loss.backward() must not leak into the next case."""
+    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        got = fn(model, x, y)
         for p in model.parameters():
-            p.grad = None  # a learner's loss.backward() must not leak into the next case
-        if got_raw is None:
-            return Verdict(False, "fisher_diagonal returned None: did you forget the `return`?")
-        got = _as_tensors(got_raw)
-        if got is None:
-            return Verdict(False, "fisher_diagonal should return a dict {parameter name: tensor of its shape}, "
-                                  f"like dict(model.named_parameters()); got {type(got_raw).__name__}")
-        if set(got) != set(want):
-            return Verdict(False, f"the dict's keys should be the parameter names {sorted(want)}, "
-                                  f"got {sorted(got)}")
-        shapes = [n for n in want if got[n].shape != want[n].shape]
-        if shapes:
-            n = shapes[0]
-            return Verdict(False, f"{n} should have the shape of the parameter, {tuple(want[n].shape)}, "
-                                  f"got {tuple(got[n].shape)}")
-        if _same(got, want):
-            continue
-        shown = f"on {len(y)} digit(s) with a {_describe(model)} the values differ from the Fisher"
-        for mistake, why in FISHER_MISTAKES:
-            if _same(got, mistake(model, x.clone(), y.clone())):
-                return Verdict(False, f"{shown}: {why}")
-        worst = max(want, key=lambda n: float((got[n] - want[n]).abs().max()))
-        return Verdict(False, f"{shown} (largest difference in {worst}: your {float(got[worst].abs().max()):.3g} "
-                              f"at most, expected {float(want[worst].abs().max()):.3g} at most)")
-    return Verdict(True, "all cases match")
+            p.grad = None
+        return got
+    return run
+
+
+def _same_fisher(got, want: Tensors) -> bool:
+    """A dict of tensors with the Fisher's names and shapes, and its values."""
+    got = _as_tensors(got)
+    return got is not None and set(got) == set(want) and _same(got, want)
+
+
+def _fisher_form(what: str, got, want: Tensors) -> str | None:
+    """What is wrong with the answer's type, names or shapes, or None."""
+    got_tensors = _as_tensors(got)
+    if got_tensors is None:
+        return ("fisher_diagonal should return a dict {parameter name: tensor of its shape}, "
+                f"like dict(model.named_parameters()); got {type(got).__name__}")
+    if set(got_tensors) != set(want):
+        return f"the dict's keys should be the parameter names {sorted(want)}, got {sorted(got_tensors)}"
+    wrong = [n for n in want if got_tensors[n].shape != want[n].shape]
+    if wrong:
+        n = wrong[0]
+        return f"{n} should have the shape of the parameter, {tuple(want[n].shape)}, got {tuple(got_tensors[n].shape)}"
+    return None
+
+
+def _fisher_shown(what: str, got, want: Tensors) -> str:
+    got = _as_tensors(got)
+    worst = max(want, key=lambda n: float((got[n] - want[n]).abs().max()))
+    return (f"on {what} the values differ from the Fisher (largest difference in {worst}: your "
+            f"{float(got[worst].abs().max()):.3g} at most, expected {float(want[worst].abs().max()):.3g} at most)")
 
 
 def _describe(model: nn.Module) -> str:
@@ -205,7 +206,7 @@ def _describe(model: nn.Module) -> str:
 
 # --- exercise 2: the EWC penalty ------------------------------------------------------------------
 
-def _penalty_cases() -> list[tuple[nn.Module, Tensors, Tensors, float]]:
+def _penalty_cases() -> list[tuple[str, tuple[nn.Module, Tensors, Tensors, float]]]:
     """Small networks, anchors near their weights, random non-negative Fishers (some zeros) and strengths."""
     cases = []
     for seed, hidden, lam in ((0, (4,), 1.0), (1, (5, 3), 100.0), (2, (3,), 0.37)):
@@ -217,7 +218,8 @@ def _penalty_cases() -> list[tuple[nn.Module, Tensors, Tensors, float]]:
         cases.append((model, anchor, fisher, lam))
     model, _, fisher, _ = cases[0]
     at_anchor = {n: p.detach().clone() for n, p in trainable(model).items()}
-    return cases + [(model, at_anchor, fisher, 5.0)]  # at the anchor the penalty is exactly zero
+    cases.append((model, at_anchor, fisher, 5.0))  # at the anchor the penalty is exactly zero
+    return [(f"lam = {case[3]:g} on a small network", case) for case in cases]
 
 
 def _plain_sum(model: nn.Module, anchor: Tensors, fisher: Tensors, term: Callable) -> torch.Tensor:
@@ -236,32 +238,32 @@ DETACHED = ("the value is right, but {what}, so loss.backward() could not pull t
 PLAIN_NUMBER = "it is a plain number, not a tensor connected to the weights"
 
 PENALTY_MISTAKES = [
-    (_named("forgot_the_half", lambda m, a, f, lam: lam * quadratic_penalty(m, a, f)),
+    (named("forgot_the_half", lambda m, a, f, lam: lam * quadratic_penalty(m, a, f)),
      "it looks like you left out the 1/2: the penalty is lam / 2 * sum F (w - w*)^2"),
-    (_named("no_fisher", lambda m, a, f, lam: lam / 2 * quadratic_penalty(m, a)),
+    (named("no_fisher", lambda m, a, f, lam: lam / 2 * quadratic_penalty(m, a)),
      "it looks like every weight counts alike (plain L2 to the old weights); weight each squared distance by "
      "its Fisher value F_i"),
-    (_named("distance_not_squared",
+    (named("distance_not_squared",
             lambda m, a, f, lam: lam / 2 * _plain_sum(m, a, f, lambda fi, d: fi * d)),
      "it looks like the distance (w - w*) is not squared; without the square, moving a weight down would "
      "lower the penalty"),
-    (_named("mean_instead_of_sum",
+    (named("mean_instead_of_sum",
             lambda m, a, f, lam: lam / 2 * sum((f[n] * (p - a[n]) ** 2).mean() for n, p in trainable(m).items())),
      "it looks like you took the mean over each parameter's entries; the penalty sums over every weight"),
-    (_named("fisher_squared",
+    (named("fisher_squared",
             lambda m, a, f, lam: lam / 2 * _plain_sum(m, a, f, lambda fi, d: (fi * d) ** 2)),
      "it looks like the Fisher is squared too; only the distance is: F_i * (w_i - w*_i)^2"),
-    (_named("norm_not_squared", lambda m, a, f, lam: lam / 2 * quadratic_penalty(m, a, f).sqrt()),
+    (named("norm_not_squared", lambda m, a, f, lam: lam / 2 * quadratic_penalty(m, a, f).sqrt()),
      "it looks like the square root of the weighted sum (a norm, as torch.norm gives); the penalty is the sum "
      "itself, lam / 2 * sum F (w - w*)^2, without a root"),
-    (_named("sum_not_difference",
+    (named("sum_not_difference",
             lambda m, a, f, lam: lam / 2 * sum((f[n] * (p + a[n]) ** 2).sum() for n, p in trainable(m).items())),
      "it looks like w + w* where the distance w - w* belongs: the penalty must be 0 when the weights are at the "
      "anchor"),
-    (_named("first_parameter_only", _first_parameter_only),
+    (named("first_parameter_only", _first_parameter_only),
      "it looks like only the first parameter counted (is the `return` inside the loop?); add up the terms of "
      "every parameter in model.named_parameters(), then return"),
-    (_named("detached_number", lambda m, a, f, lam: ewc_penalty(m, a, f, lam).item()),
+    (named("detached_number", lambda m, a, f, lam: ewc_penalty(m, a, f, lam).item()),
      DETACHED.format(what=PLAIN_NUMBER)),
 ]
 
@@ -301,43 +303,42 @@ def _number(x) -> float:
     return float(x.detach()) if isinstance(x, torch.Tensor) else float(x)
 
 
-def _verify_penalty(fn: Callable) -> Verdict:
-    for model, anchor, fisher, lam in _penalty_cases():
-        params = list(trainable(model).values())
-        want = ewc_penalty(model, anchor, fisher, lam)
-        want_grads, want_value = torch.autograd.grad(want, params), _number(want)
-        given = {n: t.clone() for n, t in anchor.items()}, {n: t.clone() for n, t in fisher.items()}
-        got = fn(model, *given, lam)
-        if got is None:
-            return Verdict(False, "ewc_penalty returned None: did you forget the `return`?")
-        if not isinstance(got, (int, float, torch.Tensor)) or torch.as_tensor(got).numel() != 1:
-            return Verdict(False, f"ewc_penalty should return one number (a tensor of shape ()), got {got!r:.80}")
-        value = _number(got)
-        shown = f"with lam = {lam:g} on a small network it returned {value:.6g}, expected {want_value:.6g}"
-        if abs(value - want_value) > 1e-5 * max(1.0, abs(want_value)):
-            for mistake, why in PENALTY_MISTAKES[:-1]:
-                if abs(value - _number(mistake(model, anchor, fisher, lam))) <= 1e-5 * max(1.0, abs(value)):
-                    return Verdict(False, f"{shown}: {why}")
-            return Verdict(False, shown)
-        for what, was, now in (("anchor", anchor, given[0]), ("fisher", fisher, given[1])):
-            if not all(torch.equal(was[n], now[n]) for n in was):
-                return Verdict(False, IN_PLACE.format(what=what))
-        if want_value == 0.0:
-            continue  # at the anchor the gradient is zero too: nothing more to compare
-        if not isinstance(got, torch.Tensor):
-            return Verdict(False, DETACHED.format(what=PLAIN_NUMBER))
-        if not got.requires_grad:
-            return Verdict(False, DETACHED.format(what="the tensor is cut off from the weights (it has no gradient)"))
-        grads = torch.autograd.grad(got.reshape(()), params, allow_unused=True)
-        if all(g is None for g in grads):
-            return Verdict(False, DETACHED.format(what="it is a new tensor made from the value, not from the weights"))
-        if any(g is None for g in grads):
-            return Verdict(False, "the penalty does not depend on every weight: loop over all of "
-                                  "model.named_parameters() (every name in anchor)")
-        if not all(torch.allclose(g, w, rtol=1e-4, atol=1e-6) for g, w in zip(grads, want_grads)):
-            return Verdict(False, "the value is right but its gradient is not: compute it from the model's own "
-                                  "parameters (p from model.named_parameters()), not from copies")
-    return Verdict(True, "all cases match")
+def _same_value(got, want) -> bool:
+    """One number each, equal within a relative 1e-5."""
+    return abs(_number(got) - _number(want)) <= 1e-5 * max(1.0, abs(_number(want)))
+
+
+def _one_number(what: str, got, want) -> str | None:
+    """Asks for one number when the answer is something else."""
+    if isinstance(got, (int, float, torch.Tensor)) and torch.as_tensor(got).numel() == 1:
+        return None
+    return f"ewc_penalty should return one number (a tensor of shape ()), got {got!r:.80}"
+
+
+def _penalty_shown(what: str, got, want) -> str:
+    return f"with {what} it returned {_number(got):.6g}, expected {_number(want):.6g}"
+
+
+def _gradient_problem(fn: Callable, args: tuple, got, want: torch.Tensor) -> str | None:
+    """None if the penalty's gradient is the reference's, else what is wrong (a right value can still be cut off)."""
+    if _number(want) == 0.0:
+        return None  # at the anchor the gradient is zero too: nothing more to compare
+    if not isinstance(got, torch.Tensor):
+        return DETACHED.format(what=PLAIN_NUMBER)
+    if not got.requires_grad:
+        return DETACHED.format(what="the tensor is cut off from the weights (it has no gradient)")
+    params = list(trainable(args[0]).values())
+    grads = torch.autograd.grad(got.reshape(()), params, allow_unused=True)
+    if all(g is None for g in grads):
+        return DETACHED.format(what="it is a new tensor made from the value, not from the weights")
+    if any(g is None for g in grads):
+        return ("the penalty does not depend on every weight: loop over all of model.named_parameters() (every name "
+                "in anchor)")
+    want_grads = torch.autograd.grad(want, params)
+    if not all(torch.allclose(g, w, rtol=1e-4, atol=1e-6) for g, w in zip(grads, want_grads)):
+        return ("the value is right but its gradient is not: compute it from the model's own parameters (p from "
+                "model.named_parameters()), not from copies")
+    return None
 
 
 check.register(Exercise(
@@ -345,7 +346,8 @@ check.register(Exercise(
     reference=fisher_diagonal,
     hint="each digit needs its own backward pass: square that digit's gradient of log p(y | x) before you add it "
          "to the other digits' squares; average at the end",
-    verify_fn=_verify_fisher,
+    verify_fn=Comparison("fisher_diagonal", fisher_diagonal, _fisher_cases, FISHER_MISTAKES, wrap=_grads_cleared,
+                         same=_same_fisher, form=_fisher_form, shown=_fisher_shown),
     wrong_answers=[mistake for mistake, _ in FISHER_MISTAKES] + [fisher_without_return, fisher_as_a_list],
 ))
 
@@ -354,7 +356,9 @@ check.register(Exercise(
     reference=ewc_penalty,
     hint="weight each squared distance from the anchor by its Fisher value, add them up over every parameter, "
          "scale by lam / 2, and keep the result a tensor built from the model's own parameters",
-    verify_fn=_verify_penalty,
+    verify_fn=Comparison("ewc_penalty", ewc_penalty, _penalty_cases, PENALTY_MISTAKES, same=_same_value,
+                         form=_one_number, shown=_penalty_shown, unchanged={1: "anchor", 2: "fisher"},
+                         in_place=IN_PLACE, per_case=_gradient_problem),
     wrong_answers=[mistake for mistake, _ in PENALTY_MISTAKES] + [penalty_without_return, weights_from_the_state_dict,
                                                                   rewrapped_as_a_new_tensor, fisher_scaled_in_place],
 ))
@@ -405,35 +409,35 @@ def _denominator(weights, xi, fn):
 
 
 SI_MISTAKES = [
-    (_named("moved_not_squared",
+    (named("moved_not_squared",
             lambda w, g, xi: (-(g * w.diff(dim=0)).sum(0) / ((w[-1] - w[0]).abs() + xi)).clamp(min=0)),
      "it looks like you divided by how far each weight moved, |w_end - w_start|; SI divides by the squared total "
      "displacement, (w_end - w_start)^2 + xi"),
-    (_named("no_damping", lambda w, g, xi: (-(g * w.diff(dim=0)).sum(0) / (w[-1] - w[0]).pow(2)).clamp(min=0)),
+    (named("no_damping", lambda w, g, xi: (-(g * w.diff(dim=0)).sum(0) / (w[-1] - w[0]).pow(2)).clamp(min=0)),
      "it looks like xi is missing from the denominator: a weight that barely moved then gets an enormous (or "
      "undefined) importance; add xi to the squared displacement"),
-    (_named("damping_inside_the_square",
+    (named("damping_inside_the_square",
             lambda w, g, xi: (-(g * w.diff(dim=0)).sum(0) / (w[-1] - w[0] + xi).pow(2)).clamp(min=0)),
      "it looks like xi went inside the square; it is added after squaring: (w_end - w_start)^2 + xi"),
-    (_named("path_sign_flipped",
+    (named("path_sign_flipped",
             lambda w, g, xi: ((g * w.diff(dim=0)).sum(0) / ((w[-1] - w[0]).pow(2) + xi)).clamp(min=0)),
      "it looks like the sign of the path integral is flipped: a step against the gradient lowers the loss, so "
      "each step's share of the loss decrease is -grad * step"),
-    (_named("no_clamp_at_zero", lambda w, g, xi: -(g * w.diff(dim=0)).sum(0) / ((w[-1] - w[0]).pow(2) + xi)),
+    (named("no_clamp_at_zero", lambda w, g, xi: -(g * w.diff(dim=0)).sum(0) / ((w[-1] - w[0]).pow(2) + xi)),
      "it looks like negative importances were kept; a weight whose moves raised the loss counts as unimportant "
      "(importance 0), not as negatively important"),
-    (_named("sum_of_squared_steps",
+    (named("sum_of_squared_steps",
             lambda w, g, xi: (-(g * w.diff(dim=0)).sum(0) / (w.diff(dim=0).pow(2).sum(0) + xi)).clamp(min=0)),
      "it looks like you divided by the sum of the squared steps; SI divides by the square of the total "
      "displacement over the task, (w_end - w_start)^2"),
-    (_named("total_displacement_times_summed_gradient",
+    (named("total_displacement_times_summed_gradient",
             lambda w, g, xi: (-(g.sum(0) * (w[-1] - w[0])) / ((w[-1] - w[0]).pow(2) + xi)).clamp(min=0)),
      "it looks like the summed gradient times the total displacement; the path integral multiplies each step's "
      "gradient by that same step, then adds them up"),
-    (_named("absolute_value_not_clamp",
+    (named("absolute_value_not_clamp",
             lambda w, g, xi: (-(g * w.diff(dim=0)).sum(0)).abs() / ((w[-1] - w[0]).pow(2) + xi)),
      "it looks like the absolute value of the path; a weight whose moves raised the loss gets importance 0"),
-    (_named("end_weights_not_displacement",
+    (named("end_weights_not_displacement",
             lambda w, g, xi: (-(g * w.diff(dim=0)).sum(0) / (w[-1].pow(2) + xi)).clamp(min=0)),
      "it looks like you divided by the final weight squared; SI divides by the squared displacement over the "
      "task, (w_end - w_start)^2"),
@@ -444,6 +448,6 @@ check.register(Exercise(
     reference=si_omega,
     hint="the path integral adds up, step by step, how much each weight's move lowered the loss (to first order); "
          "SI then normalises it by how far the weight went over the whole task, with xi keeping the division safe",
-    verify_fn=verify_with_mistakes("si_omega", si_omega, _si_cases, SI_MISTAKES, tol=1e-5),
+    verify_fn=Comparison("si_omega", si_omega, _si_cases, SI_MISTAKES, tol=1e-5),
     wrong_answers=[mistake for mistake, _ in SI_MISTAKES],
 ))

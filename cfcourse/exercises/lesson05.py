@@ -324,12 +324,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from ..models import MLP  # noqa: E402
 from ..strategies.rehearsal import agem_correct, replay_batch  # noqa: E402
-from . import verify_with_mistakes  # noqa: E402
-
-
-def _named(name: str, fn: Callable) -> Callable:
-    fn.__name__ = fn.__qualname__ = name
-    return fn
+from . import Comparison, named  # noqa: E402
 
 
 def _replay_cases() -> list[tuple[str, tuple]]:
@@ -370,34 +365,34 @@ def _floats(x_mem):
 
 
 REPLAY_MISTAKES = [
-    (_named("memory_pixels_not_scaled",
+    (named("memory_pixels_not_scaled",
             lambda x, y, t, xm, ym, im: (torch.cat([x, xm.float()]), torch.cat([y, ym]), torch.cat([torch.full_like(y, t), im]))),
      "the remembered digits are still pixel values 0-255, while the new ones are floats in [0, 1]; scale them the "
      "same way (to_float) before joining"),
-    (_named("current_task_id_for_memory",
+    (named("current_task_id_for_memory",
             lambda x, y, t, xm, ym, im: (torch.cat([x, _floats(xm)]), torch.cat([y, ym]),
                                          torch.full((len(y) + len(ym),), t))),
      "every sample got the current task's id; a remembered sample keeps the id of the task it came from (a "
      "multi-head model uses it to pick the head)"),
-    (_named("current_labels_for_memory",
+    (named("current_labels_for_memory",
             lambda x, y, t, xm, ym, im: (torch.cat([x, _floats(xm)]), torch.cat([y, y[torch.arange(len(ym)) % len(y)]]),
                                          torch.cat([torch.full_like(y, t), im]))),
      "the remembered digits were given labels from the new batch; each keeps its own remembered label"),
-    (_named("memory_only",
+    (named("memory_only",
             lambda x, y, t, xm, ym, im: (_floats(xm), ym, im)),
      "only the remembered samples came back; replay adds them to the new batch, which must stay"),
-    (_named("new_batch_only",
+    (named("new_batch_only",
             lambda x, y, t, xm, ym, im: (x, y, torch.full_like(y, t))),
      "the remembered samples are missing; append them to the new batch"),
-    (_named("labels_and_task_ids_swapped",
+    (named("labels_and_task_ids_swapped",
             lambda x, y, t, xm, ym, im: (torch.cat([x, _floats(xm)]), torch.cat([y, im]),
                                          torch.cat([torch.full_like(y, t), ym]))),
      "the remembered labels and task ids are swapped"),
-    (_named("task_ids_counted_from_one",
+    (named("task_ids_counted_from_one",
             lambda x, y, t, xm, ym, im: (torch.cat([x, _floats(xm)]), torch.cat([y, ym]),
                                          torch.cat([torch.full_like(y, t), im + 1]))),
      "the remembered task ids are one too high; keep them as stored (the first task is 0)"),
-    (_named("memory_labels_in_the_wrong_order",
+    (named("memory_labels_in_the_wrong_order",
             lambda x, y, t, xm, ym, im: (torch.cat([x, _floats(xm)]), torch.cat([y, ym.flip(0)]),
                                          torch.cat([torch.full_like(y, t), im.flip(0)]))),
      "the remembered labels no longer sit next to their own digits; keep x_mem, y_mem and ids_mem in one order"),
@@ -408,8 +403,7 @@ check.register(Exercise(
     reference=_replay_reference,
     hint="the new batch stays as it is; the remembered samples join it, each with its own label and the id of "
          "its own task, and in the same form as the new inputs",
-    verify_fn=verify_with_mistakes("replay_batch", _replay_reference, _replay_cases, REPLAY_MISTAKES,
-                                   same=_same_batch),
+    verify_fn=Comparison("replay_batch", _replay_reference, _replay_cases, REPLAY_MISTAKES, same=_same_batch),
     wrong_answers=[mistake for mistake, _ in REPLAY_MISTAKES],
 ))
 
@@ -468,26 +462,26 @@ def _proj(g, r, scale=lambda r: r.dot(r)):
 
 
 AGEM_MISTAKES = [
-    (_named("never_projects", _step_mistake(lambda g, r: g)),
+    (named("never_projects", _step_mistake(lambda g, r: g)),
      "the weights moved by the plain gradient of the new batch: when it points against the memory's gradient "
      "(g · g_ref < 0), remove its component along g_ref before the step"),
-    (_named("always_projects", _step_mistake(_proj)),
+    (named("always_projects", _step_mistake(_proj)),
      "the step was projected although g · g_ref >= 0; A-GEM changes the gradient only when it would raise the "
      "memory's loss"),
-    (_named("projected_the_memory_gradient",
+    (named("projected_the_memory_gradient",
             _step_mistake(lambda g, r: g if g.dot(r) >= 0 else r - g.dot(r) / g.dot(g) * g)),
      "it looks like the memory's gradient was projected on the new one; keep the new gradient and remove from it "
      "its component along g_ref"),
-    (_named("added_the_memory_gradient", _step_mistake(lambda g, r: g + r)),
+    (named("added_the_memory_gradient", _step_mistake(lambda g, r: g + r)),
      "the step followed the new and the memory gradient added together (that is replay's step, not A-GEM's); "
      "A-GEM uses the memory only to correct the new gradient's direction"),
-    (_named("divided_by_the_norm_not_its_square",
+    (named("divided_by_the_norm_not_its_square",
             _step_mistake(lambda g, r: g if g.dot(r) >= 0 else _proj(g, r, lambda r: r.norm()))),
      "the projection divides by |g_ref|^2 (g_ref · g_ref), not by |g_ref|"),
-    (_named("projection_sign_flipped",
+    (named("projection_sign_flipped",
             _step_mistake(lambda g, r: g if g.dot(r) >= 0 else g + g.dot(r) / r.dot(r) * r)),
      "the component along g_ref was added instead of removed: g - (g · g_ref) / (g_ref · g_ref) g_ref"),
-    (_named("kept_only_the_component_along_the_memory_gradient",
+    (named("kept_only_the_component_along_the_memory_gradient",
             _step_mistake(lambda g, r: g if g.dot(r) >= 0 else g.dot(r) / r.dot(r) * r)),
      "it looks like the step kept only the component of g along g_ref; A-GEM removes that component and keeps "
      "the rest: g - (g · g_ref) / (g_ref · g_ref) g_ref"),
@@ -498,7 +492,7 @@ check.register(Exercise(
     reference=agem_step,
     hint="compare the direction of the new batch's gradient with the memory's; only when they disagree, take out "
          "of the new gradient the part that points against the memory's, then let the optimiser step",
-    verify_fn=verify_with_mistakes(
+    verify_fn=Comparison(
         "agem_step", agem_step, _agem_cases, AGEM_MISTAKES, tol=1e-5,
         wrap=lambda fn: lambda *a: _run_step(fn, *a),
         shown=lambda what, got, want: f"on {what}, the weights after your step differ from A-GEM's by up to "

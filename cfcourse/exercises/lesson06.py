@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..strategies.distillation import distillation_loss
-from . import Exercise, Verdict, check, close
+from . import Comparison, Exercise, check, close, named
 
 TOL = 1e-4  # float32 sums over a few classes: implementations differ by far less
 
@@ -40,11 +40,6 @@ def _kl(p_log: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
     return (p_log.exp() * (p_log - q_log)).sum(1)
 
 
-def _named(name: str, fn: Callable) -> Callable:
-    fn.__name__ = fn.__qualname__ = name
-    return fn
-
-
 def _soft(logits: torch.Tensor, T: float) -> torch.Tensor:
     return F.log_softmax(logits / T, dim=1)
 
@@ -57,36 +52,36 @@ def _kl_div_given_probabilities(new: torch.Tensor, old: torch.Tensor, T: float) 
 
 
 MISTAKES = [
-    (_named("no_t_squared", lambda new, old, T: _kl(_soft(old, T), _soft(new, T)).mean()),
+    (named("no_t_squared", lambda new, old, T: _kl(_soft(old, T), _soft(new, T)).mean()),
      "it looks like the T² factor is missing: softening by T shrinks the gradients by about 1/T², so LwF "
      "multiplies the KL by T² to keep the distillation term as strong at any temperature"),
-    (_named("kl_wrong_direction", lambda new, old, T: _kl(_soft(new, T), _soft(old, T)).mean() * T ** 2),
+    (named("kl_wrong_direction", lambda new, old, T: _kl(_soft(new, T), _soft(old, T)).mean() * T ** 2),
      "it looks like the KL runs the wrong way: KL(p_new || p_old). The old model's outputs are the targets, "
      "so weigh by them: sum over classes of p_old · (log p_old − log p_new)"),
-    (_named("no_temperature", lambda new, old, T: _kl(_soft(old, 1.0), _soft(new, 1.0)).mean()),
+    (named("no_temperature", lambda new, old, T: _kl(_soft(old, 1.0), _soft(new, 1.0)).mean()),
      "it looks like the temperature is not used: divide both sets of logits by T before the softmax, "
      "and multiply the result by T²"),
-    (_named("temperature_not_squared", lambda new, old, T: _kl(_soft(old, T), _soft(new, T)).mean() * T),
+    (named("temperature_not_squared", lambda new, old, T: _kl(_soft(old, T), _soft(new, T)).mean() * T),
      "it looks like you multiplied by T, not by T²"),
-    (_named("soft_cross_entropy", lambda new, old, T: -(_soft(old, T).exp() * _soft(new, T)).sum(1).mean() * T ** 2),
+    (named("soft_cross_entropy", lambda new, old, T: -(_soft(old, T).exp() * _soft(new, T)).sum(1).mean() * T ** 2),
      "it looks like the cross-entropy with soft targets (Hinton's form). It has the same gradient as KL, but it "
      "is not 0 when nothing has changed: it includes the entropy of the old outputs. Use the KL divergence: "
      "subtract p_old · log p_old"),
-    (_named("summed_over_samples", lambda new, old, T: _kl(_soft(old, T), _soft(new, T)).sum() * T ** 2),
+    (named("summed_over_samples", lambda new, old, T: _kl(_soft(old, T), _soft(new, T)).sum() * T ** 2),
      "it looks like a sum over the samples; take the mean over the batch, so the loss does not grow with the "
      "batch size"),
-    (_named("softmax_over_the_batch",
+    (named("softmax_over_the_batch",
             lambda new, old, T: _kl(F.log_softmax(old / T, dim=0), F.log_softmax(new / T, dim=0)).mean() * T ** 2),
      "it looks like the softmax runs over the batch (dim=0); each sample's outputs over the classes must sum "
      "to 1: softmax along dim=1 (or dim=-1)"),
-    (_named("temperature_on_the_old_only", lambda new, old, T: _kl(_soft(old, T), _soft(new, 1.0)).mean() * T ** 2),
+    (named("temperature_on_the_old_only", lambda new, old, T: _kl(_soft(old, T), _soft(new, 1.0)).mean() * T ** 2),
      "it looks like only the old logits were divided by T; soften both, new_logits / T and old_logits / T"),
-    (_named("divided_by_t_squared", lambda new, old, T: _kl(_soft(old, T), _soft(new, T)).mean() / T ** 2),
+    (named("divided_by_t_squared", lambda new, old, T: _kl(_soft(old, T), _soft(new, T)).mean() / T ** 2),
      "it looks like you divided by T²; multiply by it, to make up for the gradients that softening shrinks"),
-    (_named("kl_div_given_probabilities", _kl_div_given_probabilities),
+    (named("kl_div_given_probabilities", _kl_div_given_probabilities),
      "it looks like F.kl_div was given probabilities; its first argument must be log-probabilities: "
      "F.kl_div(F.log_softmax(new_logits / T, dim=1), F.softmax(old_logits / T, dim=1), reduction='batchmean')"),
-    (_named("mean_over_classes_too",
+    (named("mean_over_classes_too",
             lambda new, old, T: (_soft(old, T).exp() * (_soft(old, T) - _soft(new, T))).mean() * T ** 2),
      "it looks like the mean over the classes as well as the batch (F.kl_div's reduction='mean' does that); "
      "sum over the classes and take the mean over the batch only (reduction='batchmean')"),
@@ -116,22 +111,12 @@ def _gradient_problem(fn: Callable) -> str | None:
     return None
 
 
-def verify(fn: Callable) -> Verdict:
-    """Compare fn with the package's distillation_loss on every case; name the mistake a wrong answer matches."""
-    for what, new, old, T in _cases():
-        want = distillation_loss(new.clone(), old.clone(), T)
-        got = fn(new.clone(), old.clone(), T)
-        if got is None:
-            return Verdict(False, "distillation_loss returned None: did you forget the `return`?")
-        if close(got, want, TOL):
-            continue
-        shown = f"case '{what}': your function returned {_value(got)}, expected {want.item():.4f}"
-        for mistake, why in MISTAKES:
-            if close(got, mistake(new.clone(), old.clone(), T), TOL):
-                return Verdict(False, f"{shown}; {why}")
-        return Verdict(False, shown)
-    problem = _gradient_problem(fn)
-    return Verdict(problem is None, problem or "all cases match")
+def _described_cases() -> list[tuple[str, tuple[torch.Tensor, torch.Tensor, float]]]:
+    return [(what, (new, old, T)) for what, new, old, T in _cases()]
+
+
+def _loss_shown(what: str, got, want: torch.Tensor) -> str:
+    return f"case '{what}': your function returned {_value(got)}, expected {want.item():.4f}"
 
 
 def _value(x) -> str:
@@ -147,7 +132,8 @@ check.register(Exercise(
     hint="soften both sets of logits with the same temperature first; the loss measures how far the new "
          "distribution is from the old one (the old one is the target), averaged over the batch, and the T² keeps "
          "its gradient the same size at any temperature",
-    verify_fn=verify,
+    verify_fn=Comparison("distillation_loss", distillation_loss, _described_cases, MISTAKES, tol=TOL,
+                         shown=_loss_shown, at_end=_gradient_problem),
     wrong_answers=[mistake for mistake, _ in MISTAKES] + [detached_new_logits, returned_a_number],
 ))
 
@@ -159,7 +145,6 @@ from torch import nn  # noqa: E402
 from ..models import MLP  # noqa: E402
 from ..strategies.distillation import frozen_copy  # noqa: E402
 from ..strategies.isolation import lora_linear  # noqa: E402
-from . import verify_with_mistakes  # noqa: E402
 
 
 def lwf_loss(model: nn.Module, old_model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float,
@@ -233,28 +218,28 @@ def _lwf_mistake(combine: Callable) -> Callable:
 
 
 LWF_MISTAKES = [
-    (_named("forgot_the_new_task_loss", _lwf_mistake(lambda n, o, y, a, T: a * distillation_loss(n, o, T))),
+    (named("forgot_the_new_task_loss", _lwf_mistake(lambda n, o, y, a, T: a * distillation_loss(n, o, T))),
      "it looks like only the distillation term: the new task must still be learned, so add the cross-entropy of "
      "the new outputs with the labels y"),
-    (_named("forgot_the_distillation", _lwf_mistake(lambda n, o, y, a, T: F.cross_entropy(n, y))),
+    (named("forgot_the_distillation", _lwf_mistake(lambda n, o, y, a, T: F.cross_entropy(n, y))),
      "it looks like only the new task's loss counted (that is naive fine-tuning): the distillation term is "
      "missing, or always 0 because its targets came from the model being trained; add alpha times the "
      "distillation from old_model's outputs"),
-    (_named("alpha_on_the_new_task_loss",
+    (named("alpha_on_the_new_task_loss",
             _lwf_mistake(lambda n, o, y, a, T: a * F.cross_entropy(n, y) + distillation_loss(n, o, T))),
      "it looks like alpha multiplies the new task's loss; it weighs the distillation term"),
-    (_named("old_and_new_swapped",
+    (named("old_and_new_swapped",
             _lwf_mistake(lambda n, o, y, a, T: F.cross_entropy(n, y) + a * distillation_loss(o, n.detach(), T))),
      "it looks like the old and new outputs were swapped in the distillation; the old model's outputs are the "
      "target (the second argument), the new model's the prediction, and the gradient flows into the new ones"),
-    (_named("hard_labels_from_the_old_model",
+    (named("hard_labels_from_the_old_model",
             _lwf_mistake(lambda n, o, y, a, T: F.cross_entropy(n, y) + a * F.cross_entropy(n, o.argmax(1)))),
      "it looks like the old model's top class was used as a hard label; LwF matches its whole softened "
      "distribution (distillation_loss with the temperature)"),
-    (_named("temperature_ignored",
+    (named("temperature_ignored",
             _lwf_mistake(lambda n, o, y, a, T: F.cross_entropy(n, y) + a * distillation_loss(n, o, 1.0))),
      "it looks like the temperature was left out (T = 1 whatever T was given); pass it to the distillation"),
-    (_named("distillation_cut_off_from_the_weights",
+    (named("distillation_cut_off_from_the_weights",
             _lwf_mistake(lambda n, o, y, a, T: F.cross_entropy(n, y) + a * distillation_loss(n.detach(), o, T))),
      "the value is right, but the distillation term carries no gradient back to the weights (the new outputs were "
      "detached), so it cannot hold them; use model(x) itself"),
@@ -265,8 +250,8 @@ check.register(Exercise(
     reference=lwf_loss,
     hint="two terms on the same new inputs: one says how well the new task is learned, the other how far the "
          "outputs have moved from what the frozen old model answers; only one of them is weighted by alpha",
-    verify_fn=verify_with_mistakes("lwf_loss", lwf_loss, _lwf_cases, LWF_MISTAKES, wrap=_value_and_grads,
-                                   same=_same_loss, shown=_lwf_shown),
+    verify_fn=Comparison("lwf_loss", lwf_loss, _lwf_cases, LWF_MISTAKES, wrap=_value_and_grads, same=_same_loss,
+                         shown=_lwf_shown),
     wrong_answers=[mistake for mistake, _ in LWF_MISTAKES],
 ))
 
@@ -303,20 +288,20 @@ def _lin(x, W, b):
 
 
 LORA_MISTAKES = [
-    (_named("scale_alpha_over_sqrt_r", lambda x, W, b, A, B, a: _lin(x, W, b) + a / A.shape[0] ** 0.5 * x @ A.T @ B.T),
+    (named("scale_alpha_over_sqrt_r", lambda x, W, b, A, B, a: _lin(x, W, b) + a / A.shape[0] ** 0.5 * x @ A.T @ B.T),
      "it looks like the scale alpha / sqrt(r) (rank-stabilised LoRA, which the package's adapters use); LoRA's "
      "own scale, asked for here, is alpha / r"),
-    (_named("no_scale", lambda x, W, b, A, B, a: _lin(x, W, b) + x @ A.T @ B.T),
+    (named("no_scale", lambda x, W, b, A, B, a: _lin(x, W, b) + x @ A.T @ B.T),
      "it looks like the low-rank update is not scaled; multiply B A x by alpha / r"),
-    (_named("forgot_the_frozen_weight", lambda x, W, b, A, B, a: b + a / A.shape[0] * x @ A.T @ B.T),
+    (named("forgot_the_frozen_weight", lambda x, W, b, A, B, a: b + a / A.shape[0] * x @ A.T @ B.T),
      "the frozen weight's part W x is missing: LoRA adds the update to the frozen layer's output"),
-    (_named("forgot_the_bias", lambda x, W, b, A, B, a: x @ W.T + a / A.shape[0] * x @ A.T @ B.T),
+    (named("forgot_the_bias", lambda x, W, b, A, B, a: x @ W.T + a / A.shape[0] * x @ A.T @ B.T),
      "the bias b is missing"),
-    (_named("scaled_the_whole_output", lambda x, W, b, A, B, a: a / A.shape[0] * (_lin(x, W, b) + x @ A.T @ B.T)),
+    (named("scaled_the_whole_output", lambda x, W, b, A, B, a: a / A.shape[0] * (_lin(x, W, b) + x @ A.T @ B.T)),
      "the scale multiplies the whole output; only the low-rank update B A x is scaled, W x + b stays as it is"),
-    (_named("rank_from_the_wrong_side", lambda x, W, b, A, B, a: _lin(x, W, b) + a / A.shape[1] * x @ A.T @ B.T),
+    (named("rank_from_the_wrong_side", lambda x, W, b, A, B, a: _lin(x, W, b) + a / A.shape[1] * x @ A.T @ B.T),
      "the rank r is A's number of rows (A has shape (r, in)), not its number of columns"),
-    (_named("update_subtracted", lambda x, W, b, A, B, a: _lin(x, W, b) - a / A.shape[0] * x @ A.T @ B.T),
+    (named("update_subtracted", lambda x, W, b, A, B, a: _lin(x, W, b) - a / A.shape[0] * x @ A.T @ B.T),
      "the update was subtracted; LoRA adds (alpha / r) B A x"),
 ]
 
@@ -325,7 +310,7 @@ check.register(Exercise(
     reference=lora_forward,
     hint="the frozen layer's output stays as it is; a second path goes through A (down to r numbers) and then B "
          "(back up to the output size), is scaled by alpha / r, and is added",
-    verify_fn=verify_with_mistakes(
+    verify_fn=Comparison(
         "lora_forward", lora_forward, _lora_cases, LORA_MISTAKES, tol=1e-4,
         shown=lambda what, got, want: (f"on {what}, your output differs from LoRA's by up to "
                                        f"{float((torch.as_tensor(got) - want).abs().max()):.3g}"

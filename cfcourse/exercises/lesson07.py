@@ -11,8 +11,7 @@ import math
 import statistics
 
 from ..reproduce import agrees, choose_on_validation, t_quantile
-from . import Exercise, check, verify_with_mistakes
-from .lesson02 import _named
+from . import Comparison, Exercise, check, named
 
 
 # --- exercise 1: agreement with a published number, with the standard error of our mean -------------------------
@@ -57,49 +56,49 @@ def _t(ours):
 
 
 AGREE_MISTAKES = [
-    (_named("spread_of_seeds_not_standard_error",
+    (named("spread_of_seeds_not_standard_error",
             lambda ours, pub: abs(_mean(ours) - pub) <= max(3.0, 2 * (statistics.stdev(ours) if len(ours) > 1
                                                                       else 0.0))),
      "it looks like two standard deviations of the seeds; that is how far one seed falls from the mean, not how "
      "uncertain the mean is: use the standard error, stdev / sqrt(n), times t"),
-    (_named("two_standard_errors_not_t",
+    (named("two_standard_errors_not_t",
             lambda ours, pub: abs(_mean(ours) - pub) <= max(3.0, 2 * _sem(ours))),
      "it looks like two standard errors; with a handful of seeds the standard deviation is itself uncertain, and "
      "the multiplier is Student's t for n - 1 degrees of freedom (12.7 for two seeds, 4.3 for three), not 2"),
-    (_named("t_with_n_degrees_of_freedom",
+    (named("t_with_n_degrees_of_freedom",
             lambda ours, pub: abs(_mean(ours) - pub) <= max(3.0, (t_quantile(len(ours)) if len(ours) > 1 else 0.0)
                                                             * _sem(ours))),
      "it looks like t with n degrees of freedom; the standard deviation used up one, so it is t_quantile(n - 1)"),
-    (_named("divided_by_n_not_sqrt_n",
+    (named("divided_by_n_not_sqrt_n",
             lambda ours, pub: abs(_mean(ours) - pub) <= max(3.0, _t(ours) * (statistics.stdev(ours) / len(ours)
                                                                              if len(ours) > 1 else 0.0))),
      "it looks like the standard deviation divided by n; the standard error divides by the square root of n"),
-    (_named("t_times_standard_deviation",
+    (named("t_times_standard_deviation",
             lambda ours, pub: abs(_mean(ours) - pub) <= max(3.0, _t(ours) * (statistics.stdev(ours) if len(ours) > 1
                                                                              else 0.0))),
      "it looks like t times the standard deviation; the interval for the mean is t times the standard error, "
      "stdev / sqrt(n)"),
-    (_named("population_standard_deviation",
+    (named("population_standard_deviation",
             lambda ours, pub: abs(_mean(ours) - pub) <= max(3.0, _t(ours) * statistics.pstdev(ours)
                                                             / math.sqrt(len(ours)))),
      "it looks like statistics.pstdev, which divides by n; the standard error is built on the sample standard "
      "deviation (statistics.stdev, n - 1)"),
-    (_named("ignores_the_floor",
+    (named("ignores_the_floor",
             lambda ours, pub: abs(_mean(ours) - pub) <= _t(ours) * _sem(ours)),
      "it looks like the 3-point floor is missing: a single seed (no interval) then never agrees, and the noise of "
      "the paper's own seeds is not allowed for"),
-    (_named("ignores_the_interval", lambda ours, pub: abs(_mean(ours) - pub) <= 3.0),
+    (named("ignores_the_interval", lambda ours, pub: abs(_mean(ours) - pub) <= 3.0),
      "it looks like only the 3-point bound; when our own seeds are uncertain, a mean inside its 95% interval "
      "cannot be said to disagree"),
-    (_named("the_narrower_bound",
+    (named("the_narrower_bound",
             lambda ours, pub: abs(_mean(ours) - pub) <= (min(3.0, _t(ours) * _sem(ours)) if len(ours) > 1
                                                          else 3.0)),
      "it looks like the narrower of the two bounds; the rule takes the wider one (max)"),
-    (_named("strictly_inside", lambda ours, pub: abs(_mean(ours) - pub) < max(3.0, _t(ours) * _sem(ours))),
+    (named("strictly_inside", lambda ours, pub: abs(_mean(ours) - pub) < max(3.0, _t(ours) * _sem(ours))),
      "it looks like < where <= belongs: a mean exactly 3 points off agrees"),
-    (_named("no_absolute_value", lambda ours, pub: _mean(ours) - pub <= max(3.0, _t(ours) * _sem(ours))),
+    (named("no_absolute_value", lambda ours, pub: _mean(ours) - pub <= max(3.0, _t(ours) * _sem(ours))),
      "it looks like the absolute value is missing: a mean far below the published number then agrees"),
-    (_named("every_seed_within_3", lambda ours, pub: all(abs(a - pub) <= 3.0 for a in ours)),
+    (named("every_seed_within_3", lambda ours, pub: all(abs(a - pub) <= 3.0 for a in ours)),
      "it looks like each seed compared with the paper; the rule compares the mean of the seeds"),
 ]
 
@@ -109,8 +108,8 @@ check.register(Exercise(
     hint="the uncertainty of a mean shrinks as seeds are added, while their spread does not: build the interval "
          "from the standard error and Student's t for the number of seeds, then take the wider of it and the "
          "3-point floor",
-    verify_fn=verify_with_mistakes("agrees", agrees, _agree_cases, AGREE_MISTAKES,
-                                   same=lambda a, b: isinstance(a, bool) and a == b),
+    verify_fn=Comparison("agrees", agrees, _agree_cases, AGREE_MISTAKES,
+                         same=lambda a, b: isinstance(a, bool) and a == b),
     wrong_answers=[mistake for mistake, _ in AGREE_MISTAKES],
 ))
 
@@ -132,29 +131,29 @@ def _choose_cases() -> list[tuple[str, tuple]]:
 
 
 CHOOSE_MISTAKES = [
-    (_named("picked_on_test", lambda val, test: (max(test, key=test.get), max(test.values()))),
+    (named("picked_on_test", lambda val, test: (max(test, key=test.get), max(test.values()))),
      "it looks like the setting was picked on the test accuracies; the test set must not help choose, or the "
      "number reported is the best of several tries on it: pick on validation"),
-    (_named("reports_the_best_test_number", lambda val, test: (max(val, key=val.get), max(test.values()))),
+    (named("reports_the_best_test_number", lambda val, test: (max(val, key=val.get), max(test.values()))),
      "it looks like the right setting but the best test accuracy of any setting; report the test accuracy of the "
      "setting you chose, whatever it is"),
-    (_named("reports_the_validation_number", lambda val, test: (max(val, key=val.get), val[max(val, key=val.get)])),
+    (named("reports_the_validation_number", lambda val, test: (max(val, key=val.get), val[max(val, key=val.get)])),
      "it looks like the validation accuracy was reported; it helped choose, so it is optimistic: report the chosen "
      "setting's test accuracy"),
-    (_named("picked_the_worst", lambda val, test: (min(val, key=val.get), test[min(val, key=val.get)])),
+    (named("picked_the_worst", lambda val, test: (min(val, key=val.get), test[min(val, key=val.get)])),
      "it looks like the lowest validation accuracy was picked (min where max belongs)"),
-    (_named("picked_on_validation_plus_test",
+    (named("picked_on_validation_plus_test",
             lambda val, test: (max(val, key=lambda k: val[k] + test[k]), test[max(val, key=lambda k: val[k] + test[k])])),
      "it looks like validation and test were combined to choose; the test set must play no part in the choice"),
-    (_named("the_last_of_a_tie",
+    (named("the_last_of_a_tie",
             lambda val, test: (max(reversed(list(val)), key=val.get), test[max(reversed(list(val)), key=val.get)])),
      "it looks like a tie on validation went to the later setting; the rule, fixed before looking, takes the first "
      "in the sweep's order"),
-    (_named("position_not_setting",
+    (named("position_not_setting",
             lambda val, test: (list(val).index(max(val, key=val.get)), test[max(val, key=val.get)])),
      "it looks like the position of the best setting in the sweep was returned; return the setting itself (the "
      "dictionary key)"),
-    (_named("reports_the_mean_test_number",
+    (named("reports_the_mean_test_number",
             lambda val, test: (max(val, key=val.get), statistics.fmean(test.values()))),
      "it looks like the average test accuracy over all settings was reported; report the chosen setting's"),
 ]
@@ -164,6 +163,6 @@ check.register(Exercise(
     reference=choose_on_validation,
     hint="the test numbers are read only after the choice is made, and only one of them: the chosen setting's. "
          "Decide ties by a rule fixed in advance (the first in the sweep)",
-    verify_fn=verify_with_mistakes("choose_on_validation", choose_on_validation, _choose_cases, CHOOSE_MISTAKES),
+    verify_fn=Comparison("choose_on_validation", choose_on_validation, _choose_cases, CHOOSE_MISTAKES),
     wrong_answers=[mistake for mistake, _ in CHOOSE_MISTAKES],
 ))

@@ -16,7 +16,7 @@ import torch
 
 from ..lm import cures
 from ..lm.cures import l2_penalty
-from . import Exercise, Verdict, check, close
+from . import Comparison, Exercise, Verdict, check, close, named
 
 TOL = 1e-4
 
@@ -26,23 +26,18 @@ def l2_to_start(params: list[torch.Tensor], start: list[torch.Tensor], strength:
     return l2_penalty(params, start, strength)
 
 
-def _cases() -> list[tuple[str, list[torch.Tensor], list[torch.Tensor], float]]:
+def _cases() -> list[tuple[str, tuple[list[torch.Tensor], list[torch.Tensor], float]]]:
     gen = torch.Generator().manual_seed(9)
     w = [torch.randn(4, 3, generator=gen), torch.randn(5, generator=gen)]
     moved = [torch.randn(6, 6, generator=gen), torch.randn(6, generator=gen), torch.randn(2, 6, generator=gen)]
     return [
-        ("at the start: nothing moved, so the penalty is 0", [x.clone() for x in w], [x.clone() for x in w], 10.0),
-        ("two weights moved by 2 and 1, strength 1: 1/2 · (2² + 1²) = 2.5", [torch.tensor([3.0, 2.0])],
-         [torch.tensor([1.0, 1.0])], 1.0),
-        ("three tensors of different shapes, strength 0.3", [x + 0.3 * torch.randn(x.shape, generator=gen)
-                                                              for x in moved], [x.clone() for x in moved], 0.3),
-        ("strength 0 switches it off", [x + 1 for x in w], [x.clone() for x in w], 0.0),
+        ("at the start: nothing moved, so the penalty is 0", ([x.clone() for x in w], [x.clone() for x in w], 10.0)),
+        ("two weights moved by 2 and 1, strength 1: 1/2 · (2² + 1²) = 2.5", ([torch.tensor([3.0, 2.0])],
+                                                                            [torch.tensor([1.0, 1.0])], 1.0)),
+        ("three tensors of different shapes, strength 0.3", ([x + 0.3 * torch.randn(x.shape, generator=gen)
+                                                              for x in moved], [x.clone() for x in moved], 0.3)),
+        ("strength 0 switches it off", ([x + 1 for x in w], [x.clone() for x in w], 0.0)),
     ]
-
-
-def _named(name: str, fn: Callable) -> Callable:
-    fn.__name__ = fn.__qualname__ = name
-    return fn
 
 
 def _sq(params, start):
@@ -55,26 +50,26 @@ def _first_tensor_only(params, start, strength):
 
 
 MISTAKES = [
-    (_named("no_half", lambda p, s, k: k * sum(_sq(p, s))),
+    (named("no_half", lambda p, s, k: k * sum(_sq(p, s))),
      "it looks like the ½ is missing: the penalty is strength/2 · Σ (w − w_start)², so its gradient is "
      "strength · (w − w_start)"),
-    (_named("norm_not_squared", lambda p, s, k: 0.5 * k * sum(torch.sqrt(x) for x in _sq(p, s))),
+    (named("norm_not_squared", lambda p, s, k: 0.5 * k * sum(torch.sqrt(x) for x in _sq(p, s))),
      "it looks like the norm of the distance, not its square: square every difference and sum them, without a "
      "square root"),
-    (_named("mean_not_sum", lambda p, s, k: 0.5 * k * sum((a - b).pow(2).mean() for a, b in zip(p, s))),
+    (named("mean_not_sum", lambda p, s, k: 0.5 * k * sum((a - b).pow(2).mean() for a, b in zip(p, s))),
      "it looks like a mean over each tensor's weights; sum over every weight, so a big matrix is pulled as "
      "hard, weight for weight, as a small one"),
-    (_named("weights_not_distance", lambda p, s, k: 0.5 * k * sum(a.pow(2).sum() for a in p)),
+    (named("weights_not_distance", lambda p, s, k: 0.5 * k * sum(a.pow(2).sum() for a in p)),
      "it looks like plain weight decay, Σ w²: that pulls towards zero, not towards the pretrained weights; "
      "use w − w_start"),
-    (_named("absolute", lambda p, s, k: 0.5 * k * sum((a - b).abs().sum() for a, b in zip(p, s))),
+    (named("absolute", lambda p, s, k: 0.5 * k * sum((a - b).abs().sum() for a, b in zip(p, s))),
      "it looks like absolute differences (an L1 pull); square them"),
-    (_named("sum_not_difference", lambda p, s, k: 0.5 * k * sum((a + b).pow(2).sum() for a, b in zip(p, s))),
+    (named("sum_not_difference", lambda p, s, k: 0.5 * k * sum((a + b).pow(2).sum() for a, b in zip(p, s))),
      "it looks like w + w_start where the distance w − w_start belongs: the penalty must be 0 at the start"),
-    (_named("first_tensor_only", _first_tensor_only),
+    (named("first_tensor_only", _first_tensor_only),
      "it looks like only the first tensor counted (is the `return` inside the loop?); add up the terms of every "
      "pair (p, s), then return"),
-    (_named("no_strength", lambda p, s, k: 0.5 * sum(_sq(p, s))),
+    (named("no_strength", lambda p, s, k: 0.5 * sum(_sq(p, s))),
      "it looks like the strength is not used: multiply the sum by strength / 2"),
 ]
 
@@ -101,37 +96,31 @@ def start_changed_in_place(params, start, strength):
     return 0.5 * strength * total
 
 
-def verify(fn: Callable) -> Verdict:
-    """Compare fn with l2_penalty on every case, name a matching mistake, and check the gradient flows."""
-    for what, params, start, strength in _cases():
-        want = l2_penalty(params, start, strength)
-        given = [p.clone() for p in params], [s.clone() for s in start]
-        got = fn(*given, strength)
-        if got is None:
-            return Verdict(False, "l2_to_start returned None: did you forget the `return`?")
-        if close(got, want, TOL):
-            for what, was, now in (("params", params, given[0]), ("start", start, given[1])):
-                if not all(torch.equal(a, b) for a, b in zip(was, now)):
-                    return Verdict(False, IN_PLACE.format(what=what))
-            continue
-        try:
-            shown = f"case '{what}': your function returned {float(got):.4f}, expected {want.item():.4f}"
-        except (TypeError, ValueError, RuntimeError):
-            return Verdict(False, f"case '{what}': return one number as a tensor, got {repr(got)[:80]}")
-        for mistake, why in MISTAKES:
-            if close(got, mistake(params, start, strength), TOL):
-                return Verdict(False, f"{shown}; {why}")
-        return Verdict(False, shown)
-    _, params, start, strength = _cases()[2]
+def _one_number(what: str, got, want) -> str | None:
+    """Asks for one number when the answer is not one."""
+    try:
+        float(got)
+    except (TypeError, ValueError, RuntimeError):
+        return f"case '{what}': return one number as a tensor, got {repr(got)[:80]}"
+    return None
+
+
+def _shown(what: str, got, want: torch.Tensor) -> str:
+    return f"case '{what}': your function returned {float(got):.4f}, expected {want.item():.4f}"
+
+
+def _gradient_problem(fn: Callable) -> str | None:
+    """None if autograd can follow fn's penalty back to the weights, with the gradient strength · (w − w_start)."""
+    _, (params, start, strength) = _cases()[2]
     params = [p.clone().requires_grad_() for p in params]
     out = fn(params, start, strength)
     if not isinstance(out, torch.Tensor) or out.grad_fn is None:
-        return Verdict(False, "your penalty carries no gradient back to the weights (did you call .item() or "
-                              ".detach()?); training adds it to the loss, so autograd must follow it")
+        return ("your penalty carries no gradient back to the weights (did you call .item() or .detach()?); "
+                "training adds it to the loss, so autograd must follow it")
     out.backward()
     if not all(close(p.grad, strength * (p.detach() - s), TOL) for p, s in zip(params, start)):
-        return Verdict(False, "the gradient of your penalty is not strength · (w − w_start)")
-    return Verdict(True, "all cases match, and the gradient is strength · (w − w_start)")
+        return "the gradient of your penalty is not strength · (w − w_start)"
+    return None
 
 
 check.register(Exercise(
@@ -139,7 +128,8 @@ check.register(Exercise(
     reference=l2_to_start,
     hint="for each pair (p, s) add (p - s).pow(2).sum(); multiply the total by strength / 2; keep it a tensor "
          "(no .item()) so that autograd can follow it",
-    verify_fn=verify,
+    verify_fn=Comparison("l2_to_start", l2_to_start, _cases, MISTAKES, tol=TOL, form=_one_number, shown=_shown,
+                         unchanged={0: "params", 1: "start"}, in_place=IN_PLACE, at_end=_gradient_problem),
     wrong_answers=[mistake for mistake, _ in MISTAKES] + [detached_weights, returned_a_number, start_changed_in_place],
 ))
 
@@ -168,32 +158,32 @@ def _front_loaded(steps, b, r):
 
 
 SCHEDULE_MISTAKES = [
-    (_named("rounded_per_step", lambda n, b, r: [round(b * r)] * n),
+    (named("rounded_per_step", lambda n, b, r: [round(b * r)] * n),
      "it looks like each step rounds batch_size · ratio on its own: with 2 blocks and a ratio of 0.25 that is "
      "round(0.5) = 0 at every step, and nothing is ever replayed. Round the running total instead, and let each "
      "step take what the total has grown by"),
-    (_named("ceil_per_step", lambda n, b, r: [math.ceil(b * r)] * n),
+    (named("ceil_per_step", lambda n, b, r: [math.ceil(b * r)] * n),
      "it looks like each step rounds batch_size · ratio up: every step replays at least one block, far more than "
      "the ratio asks. Round the running total, not each step"),
-    (_named("floor_per_step", lambda n, b, r: [math.floor(b * r)] * n),
+    (named("floor_per_step", lambda n, b, r: [math.floor(b * r)] * n),
      "it looks like each step rounds batch_size · ratio down: the fractions are thrown away at every step, so a "
      "ratio below 1 / batch_size replays nothing. Round the running total, not each step"),
-    (_named("all_at_the_start", _front_loaded),
+    (named("all_at_the_start", _front_loaded),
      "the total is right, but all the old text comes first and none at the end: the model practises medicine, "
      "then forgets it again over the steps without any. Spread the blocks: after s steps, about s · batch_size · "
      "ratio of them"),
-    (_named("all_at_the_end", lambda n, b, r: _front_loaded(n, b, r)[::-1]),
+    (named("all_at_the_end", lambda n, b, r: _front_loaded(n, b, r)[::-1]),
      "the total is right, but all the old text comes at the end: for most of the run nothing is replayed. Spread "
      "the blocks: after s steps, about s · batch_size · ratio of them"),
-    (_named("whole_batches", lambda n, b, r: [b if r and (s + 1) % max(1, round(1 / r)) == 0 else 0
+    (named("whole_batches", lambda n, b, r: [b if r and (s + 1) % max(1, round(1 / r)) == 0 else 0
                                                for s in range(n)]),
      "it looks like whole batches of old text every so many steps, instead of old blocks mixed into every "
      "batch: the counts jump between 0 and the batch size. Spread the blocks: never more than one block ahead of "
      "the ratio"),
-    (_named("running_total", lambda n, b, r: [math.floor((s + 1) * b * r + 1e-9) for s in range(n)]),
+    (named("running_total", lambda n, b, r: [math.floor((s + 1) * b * r + 1e-9) for s in range(n)]),
      "it looks like the running total (how many old blocks so far) where each step's own count belongs: take "
      "the difference between the total after this step and after the one before"),
-    (_named("new_blocks", lambda n, b, r: [b - c for c in cures.replay_schedule(n, b, r)]),
+    (named("new_blocks", lambda n, b, r: [b - c for c in cures.replay_schedule(n, b, r)]),
      "it looks like the number of *new* blocks in each batch; return how many are old text"),
 ]
 
@@ -201,6 +191,12 @@ SCHEDULE_MISTAKES = [
 def _random_draws(steps, batch_size, ratio):
     """Each block old with probability `ratio`: right on average, never exact, and different every call."""
     return [sum(random.random() < ratio for _ in range(batch_size)) for _ in range(steps)]
+
+
+# Names the known mistake a schedule matches; a right schedule need not be the reference's, so it is judged by
+# its properties (verify_schedule), not by this comparison.
+_SCHEDULE_MISTAKES = Comparison("replay_schedule", replay_schedule, lambda: [("", c) for c in SCHEDULE_CASES],
+                                SCHEDULE_MISTAKES, same=lambda got, mistake: [int(c) for c in got] == list(mistake))
 
 
 def verify_schedule(fn: Callable) -> Verdict:
@@ -216,11 +212,7 @@ def verify_schedule(fn: Callable) -> Verdict:
         if any(c != x for c, x in zip(counts, got)):
             return Verdict(False, f"return whole numbers of blocks; got {repr(got)[:80]}")
         case = f"{steps} steps, batches of {b}, ratio {r}"
-        found = [(m, why) for m, why in SCHEDULE_MISTAKES if counts == list(m(steps, b, r))]
-        if len(found) > 1:  # two mistakes agree here (round(0.5) is 0, like floor): the one fn is on every case
-            found = [(m, why) for m, why in found
-                     if all(list(m(*c)) == [int(x) for x in fn(*c)] for c in SCHEDULE_CASES)] or found
-        why = found[0][1] if found else None
+        why = _SCHEDULE_MISTAKES.which_mistake(fn, counts, (steps, b, r))
         problem = None
         if len(counts) != steps:
             problem = f"{len(counts)} counts, one per step expected ({steps})"

@@ -35,9 +35,10 @@ import torch
 from .. import config
 from . import domains as dom
 from . import model as lm_model
-from .lab import lm_threads, model_key, own_answers, release_memory
 from .measures import block_nll, generate, side_by_side
 from .probes import Probe, ProbesError, load_probes, score_probes, summarise
+from .runs import model_key, own_answers, release_memory
+from .settings import lm_threads
 
 PRACTICAL_CHANGE = 0.02  # a change of perplexity within ±2% is too small to matter: the domain was kept
 CONFIDENCE = 0.95  # the verdict reads the 95% interval of the change
