@@ -361,7 +361,7 @@ def cmd_lm_record(args) -> int:
           "measurements)", file=sys.stderr)
     lab.use_threads()
     with contextlib.redirect_stdout(sys.stderr):  # progress
-        rec = lab.record(out=args.out, sweep_from=args.sweep_from)
+        rec = lab.record(lab.settings(), out=args.out, sweep_from=args.sweep_from)
     for at, summary in ((f"{s.legal.steps} steps", rec["summary"]), (f"{s.long_steps} steps", rec["summary"]["long"])):
         print(f"stage 2 after {at}:")
         for k, v in summary.items():
@@ -377,7 +377,7 @@ def cmd_lm_sweep(args) -> int:
     from .lm import lab
     from .lm.model import ModelError
 
-    grid = lab.sweep_grid()
+    grid = lab.sweep_grid(lab.settings())
     families = {kind.replace(" ", "-").lower(): kind for kind, _ in grid}
     if args.only:
         unknown = sorted(set(f.lower() for f in args.only) - set(families))
@@ -391,7 +391,7 @@ def cmd_lm_sweep(args) -> int:
     lab.use_threads()
     try:
         with contextlib.redirect_stdout(sys.stderr):  # progress
-            points = lab.sweep(grid, out=args.out)
+            points = lab.sweep(lab.settings(), grid, out=args.out)
     except (FileNotFoundError, ModelError) as e:
         raise ModelError(f"lm-sweep fine-tunes lesson 08's medical model, and could not load it: {e}") from None
     human = sys.stderr if args.json else sys.stdout

@@ -302,14 +302,14 @@ def test_report_progress_goes_to_stderr(capsys, monkeypatch, tmp_path):
 def test_the_sweep_families_are_the_grids():
     from cfcourse.cli import SWEEP_FAMILIES
     from cfcourse.lm import lab
-    assert set(SWEEP_FAMILIES) == {kind.replace(" ", "-") for kind, _ in lab.sweep_grid()}
+    assert set(SWEEP_FAMILIES) == {kind.replace(" ", "-") for kind, _ in lab.sweep_grid(lab.settings())}
 
 
 def _fake_sweep(monkeypatch, result):
     from cfcourse.lm import lab
     monkeypatch.setattr(lab, "use_threads", lambda: 1)
 
-    def sweep(grid, out=None):
+    def sweep(s, grid, out=None):
         print("sweep: replay, 4 steps")  # progress, as lab.sweep prints it
         if isinstance(result, Exception):
             raise result

@@ -396,7 +396,7 @@ def test_sweep_trains_each_cure_from_the_medical_model_and_writes_its_points(tok
     train(model, tok, cfg, domain_perplexities(model, blocks), blocks, name=STAGE1, domain="medical", verbose=False)
     s = replace(settings(), block_len=16, headline_blocks=2, other_blocks=2, replay_blocks=3, self_blocks=2)
     grid = [("replay", replace(cfg, replay_ratio=0.5)), ("generative replay", replace(cfg, replay_ratio=0.5))]
-    points = sweep(grid, verbose=False, seeds=(0, 1, 2), s=s)
+    points = sweep(s, grid, verbose=False, seeds=(0, 1, 2))
     assert [p["kind"] for p in points] == ["replay", "generative replay"]
     assert all({"gain", "rise", "ppl_before", "per_seed", "label", "rise_range"} <= set(p) for p in points)
     for p in points:

@@ -25,7 +25,7 @@ from .finetune import FinetuneConfig, finetune
 from .measures import domain_perplexities, perplexity
 from .model import DEFAULT_MODEL, resolve
 from .runs import Run, fresh_model, model_key, release_memory, remove_run, runs_dir, save_json, save_model, train
-from .settings import FIRST_DOMAIN, HEADLINE, NEW_DOMAIN, LabSettings, settings, stage1_config, stage2_config
+from .settings import FIRST_DOMAIN, HEADLINE, NEW_DOMAIN, LabSettings, stage1_config, stage2_config
 from .texts import ask, held_out, medical_questions, train_text, validation
 
 STAGE1, STAGE2 = "lesson08-medical", "lesson08-legal"  # the saved models of lesson 08 (seed 0)
@@ -141,16 +141,14 @@ def choose_lr(tokenizer, start: str, s: LabSettings, blocks: dict[str, torch.Ten
     return points
 
 
-def record(s: LabSettings | None = None, out: Path | None = None, verbose: bool = True,
-           sweep_from: Path | None = None) -> dict:
+def record(s: LabSettings, out: Path | None = None, verbose: bool = True, sweep_from: Path | None = None) -> dict:
     """The whole story over s.seeds, with stage 2's learning rate chosen on legal validation text: what lesson 08
     shows beside its live run (`python -m cfcourse lm-record`). Writes (after every seed) and returns the record.
 
     `sweep_from`: an earlier record whose learning-rate sweep is taken instead of run again, if it was made with
     the same settings, versions and mode, and its seed 0 reached exactly the medical model this run's seed 0
-    trains (else the sweep is run, and the record says so). `s`: the lab's settings (default: this mode's, as the
-    command line runs it)."""
-    s = s or settings()
+    trains (else the sweep is run, and the record says so). `s`: the lab's settings (the command line passes
+    this mode's, `settings()`)."""
     out = Path(out) if out is not None else runs_dir() / RECORD_FILE.format(mode=config.mode_name())
     t0 = time.perf_counter()
     model, tokenizer = fresh_model()

@@ -12,7 +12,7 @@ from .. import config
 from . import cures
 from .finetune import FinetuneConfig
 from .runs import fresh_model, runs_dir, save_json, saved_run, train
-from .settings import HEADLINE, NEW_DOMAIN, LabSettings, settings
+from .settings import HEADLINE, NEW_DOMAIN, LabSettings
 from .story import STAGE1, chosen_lr, spread
 from .texts import held_out, old_text
 
@@ -34,12 +34,11 @@ def recorded_points(rec: dict | None) -> list[dict]:
             for p in rec["lr_sweep"]]
 
 
-def sweep_grid(s: LabSettings | None = None, lr: float | None = None) -> list[tuple[str, FinetuneConfig]]:
+def sweep_grid(s: LabSettings, lr: float | None = None) -> list[tuple[str, FinetuneConfig]]:
     """(family, settings) of stage 2's cures, each at two learning rates: replay of medical text, EWC and
     generative replay at lr and 2·lr (they learn less per step than plain fine-tuning, so the higher rate lets
     them reach its gain), LoRA at 4·lr and 8·lr; the plain runs at several learning rates come from the record.
-    `s`: the lab's settings (default: this mode's, as the command line runs it); `lr`: default the chosen one."""
-    s = s or settings()
+    `s`: the lab's settings; `lr`: default the one chosen on legal validation text."""
     lr = lr or chosen_lr(s)[0]
     base = s.legal
     grid = []
@@ -51,13 +50,12 @@ def sweep_grid(s: LabSettings | None = None, lr: float | None = None) -> list[tu
     return grid
 
 
-def sweep(grid: list[tuple[str, FinetuneConfig]] | None = None, out: Path | None = None,
-          verbose: bool = True, seeds: tuple[int, ...] | None = None, s: LabSettings | None = None) -> list[dict]:
+def sweep(s: LabSettings, grid: list[tuple[str, FinetuneConfig]] | None = None, out: Path | None = None,
+          verbose: bool = True, seeds: tuple[int, ...] | None = None) -> list[dict]:
     """Train every setting of `grid` (default: sweep_grid(s)) from lesson 08's medical model once per seed of
     stage 2's batches (default s.seeds), and return (and write to `out`, by default runs_dir()/sweep.json, after
     every setting) one trade-off point per setting: the median gain and rise over the seeds, with each seed's under
-    "per_seed". `s`: the lab's settings (default: this mode's, as the command line runs it)."""
-    s = s or settings()
+    "per_seed". `s`: the lab's settings (the command line passes this mode's, `settings()`)."""
     grid = grid or sweep_grid(s)
     seeds = tuple(s.seeds if seeds is None else seeds)
     out = Path(out) if out is not None else runs_dir() / SWEEP_FILE
