@@ -30,26 +30,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PEAK_CELL = (
-    "import re as _re, resource as _res\n"
-    "_u = _res.getrusage(_res.RUSAGE_SELF)\n"
-    "print(_u.ru_utime + _u.ru_stime, _re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
-)
 
 
 def student(lesson: Path) -> dict:
-    """Run `lesson` in a fresh kernel (in this process's environment); its wall time, CPU time and peak RSS."""
-    import nbformat
-    from nbclient import NotebookClient
+    """Run `lesson` in a fresh kernel (in this process's environment); its wall time, CPU time and peak RSS, as
+    scripts/measure_lessons.py measures every lesson."""
+    import importlib.util
 
-    nb = nbformat.read(lesson, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(PEAK_CELL))
-    start = time.perf_counter()
-    NotebookClient(nb, timeout=1800, kernel_name="python3",
-                   resources={"metadata": {"path": str(lesson.parent)}}).execute()
-    wall = time.perf_counter() - start
-    cpu, peak_kb = "".join(o.get("text", "") for o in nb.cells[-1].outputs).split()[-2:]
-    return {"wall_s": wall, "cpu_s": float(cpu), "peak_rss_mib": int(peak_kb) / 1024}
+    import nbformat
+
+    spec = importlib.util.spec_from_file_location("measure_lessons", ROOT / "scripts" / "measure_lessons.py")
+    measure_lessons = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(measure_lessons)
+    wall, cpu, peak = measure_lessons.measure(nbformat.read(lesson, as_version=4), lesson.parent, 1800)
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": peak}
 
 
 def _descendants(pid: int) -> list[int]:
