@@ -97,3 +97,30 @@ def test_a_batch_smaller_than_the_processes_is_refused():
     with pytest.raises(ValueError, match="batch_size is the global batch, shared by 4 processes"):
         distributed.choose(FourProcesses(), 2)
     assert distributed.choose(None, 2) is None or distributed.launched()
+
+
+# --- the lab commands' --device and --model ------------------------------------------------------------------------
+
+def test_lab_commands_take_a_device_and_record_a_model(capsys, monkeypatch):
+    from cfcourse.cli import main
+    from cfcourse.lm import lab
+
+    monkeypatch.setenv("CFCOURSE_DEVICE", "")  # restored after the test
+    seen = {}
+
+    def record(**kwargs):
+        seen.update(kwargs)
+        return {"summary": {"long": {}}, "chosen_at_step": 4, "best_lr": 1e-3, "sweep_source": "this run",
+                "seconds": 1.0}
+
+    monkeypatch.setattr(lab, "use_threads", lambda: 1)
+    monkeypatch.setattr(lab, "record", record)
+    assert main(["lm-record", "--model", "my-model", "--out", "r.json", "--device", "cpu"]) == 0
+    assert seen["pretrained"] == "my-model" and os.environ["CFCOURSE_DEVICE"] == "cpu"
+    refusals = [(["lm-record", "--model", "my-model"], "--model needs --out")]
+    if not torch.cuda.is_available():
+        refusals.append((["lm-sweep", "--device", "cuda"], "--device cuda is not available on this machine"))
+    for argv, message in refusals:
+        with pytest.raises(SystemExit) as exit:
+            main(argv)
+        assert exit.value.code == 2 and message in capsys.readouterr().err
