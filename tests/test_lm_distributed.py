@@ -124,3 +124,12 @@ def test_lab_commands_take_a_device_and_record_a_model(capsys, monkeypatch):
         with pytest.raises(SystemExit) as exit:
             main(argv)
         assert exit.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_tune_script_takes_finetune_configs_fields():
+    from cfcourse.lm import tune
+
+    args = tune.parse_args(["--out", "runs/x", "--batch-size", "8", "--replay-ratio", "0.25", "--lora-rank", "4"])
+    cfg = ft.FinetuneConfig(**{k: getattr(args, k) for k in tune.CONFIG})
+    assert (cfg.batch_size, cfg.replay_ratio, cfg.lora_rank, cfg.steps) == (8, 0.25, 4, ft.FinetuneConfig().steps)
+    assert args.domain == "legal" and args.old == "medical" and args.device == "auto"

@@ -1,19 +1,20 @@
 """Language-model fine-tuning on several processes, CPU (gloo) or GPU (NCCL), through Hugging Face Accelerate.
 
-`accelerate launch --num_processes N script.py` starts N copies of one script; `finetune` notices (`launched`)
-and trains data-parallel. Every process draws the same global batch from the run's seeded generator (replay's
-old blocks included) and trains on its own share of the rows; DDP averages the gradients, and each process's
-loss is scaled so that the average is the gradient of the mean loss over the global batch. N processes thus
-take the same steps as one process with the whole batch (up to the order of floating-point sums): the config's
-`batch_size` is the global batch, whatever the number of processes.
+`accelerate launch --multi_gpu --num_processes N script.py` (or torchrun) starts N copies of one script, on N
+GPUs, or on N CPU processes where there is no GPU or ACCELERATE_USE_CPU=1 says so; `finetune` notices
+(`launched`) and trains data-parallel. Every process draws the same global batch from the run's seeded
+generator (replay's old blocks included) and trains on its own share of the rows; DDP averages the gradients,
+and each process's loss is scaled so that the average is the gradient of the mean loss over the global batch.
+N processes thus take the same steps as one process with the whole batch (up to the order of floating-point
+sums): the config's `batch_size` is the global batch, whatever the number of processes.
 
 The strategies (cures) run on every process on identical inputs, so the L2 anchor, EWC's Fisher and replay's
 memory come out the same everywhere; they are broadcast from process 0 once anyway (`broadcast_state`), so that
 the pulls added in place after the all-reduce are identical and the weights never drift apart. On one process
 without a launcher none of this runs, and `finetune` computes exactly what it always did.
 
-`python -m cfcourse.lm.distributed` fine-tunes a model on a course domain and saves it (see `main`); start it
-with `accelerate launch` to use several processes or GPUs.
+`python -m cfcourse.lm.tune` fine-tunes a model on a course domain and saves it; start it with `accelerate launch`
+to use several processes or GPUs.
 """
 from __future__ import annotations
 
@@ -130,3 +131,4 @@ class DataParallel:
     def close(self) -> None:
         """Drop accelerate's references to the wrapped model and optimiser (a lab run fine-tunes many models)."""
         self.acc.free_memory()
+

@@ -182,8 +182,8 @@ def finetune(model, train_blocks: torch.Tensor, cfg: FinetuneConfig | None = Non
 
     `accelerator` (an `accelerate.Accelerator`) trains data-parallel on its processes: each takes its share of
     every global batch of `cfg.batch_size` blocks (see distributed.py); by default one is made when the process
-    was started with others (`accelerate launch --num_processes N`). Then every process returns the same
-    losses and weights, and `on_step` runs on the main process only.
+    was started with others (`accelerate launch --multi_gpu --num_processes N`). Then every process returns the
+    same losses and weights, and `on_step` runs on the main process only.
     """
     cfg = cfg or FinetuneConfig()
     _check_blocks(cfg, train_blocks, old_blocks)
