@@ -1,7 +1,7 @@
 """Fine-tuning runs of a tiny random Llama that tests/test_lm_distributed.py compares on 1 and 2 processes.
 
-Started by `accelerate launch --num_processes 2 --cpu lm_parallel_worker.py OUT_DIR CASE...`, each process writes
-OUT_DIR/rank<r>.json: per case, the losses and a checksum of the trained weights.
+Started by `accelerate launch --multi_gpu --num_processes 2 lm_parallel_worker.py OUT_DIR CASE...` (CPU processes
+with ACCELERATE_USE_CPU=1), each process writes OUT_DIR/rank<r>.json: per case, the losses and the trained weights.
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import torch
 
 from cfcourse.lm import finetune as ft
 
-# name -> the cures; the global batch is BATCH blocks, whatever the number of processes
+# name -> the cures (and the global batch, BATCH blocks unless given), whatever the number of processes
 CASES = {"plain": {}, "replay+l2": dict(replay_ratio=0.25, l2=1.0), "ewc": dict(ewc=10.0, fisher_blocks=3),
-         "lora": dict(lora_rank=2)}
+         "lora": dict(lora_rank=2), "uneven shards": dict(batch_size=3, replay_ratio=0.5)}
 BATCH, STEPS = 4, 5
 
 
@@ -34,12 +34,12 @@ def blocks(n=8, length=16, offset=3):
 
 
 def run(case: str) -> dict:
-    """Fine-tune a fresh tiny model with `case`'s cures; its losses, processes and weight checksum."""
-    cfg = ft.FinetuneConfig(steps=STEPS, batch_size=BATCH, lr=1e-2, trainable_layers=2, chunk_size=5,
-                            **CASES[case])
+    """Fine-tune a fresh tiny model with `case`'s cures; its losses, processes and trained weights."""
+    cfg = ft.FinetuneConfig(**{"steps": STEPS, "batch_size": BATCH, "lr": 1e-2, "trainable_layers": 2,
+                               "chunk_size": 5, **CASES[case]})
     result = ft.finetune(tiny(), blocks(), cfg, old_blocks=blocks(offset=20))
-    weights = sum(float(p.double().sum()) for p in result["model"].parameters())
-    return {"losses": result["losses"], "processes": result["processes"], "weights": weights}
+    weights = torch.cat([p.detach().flatten() for p in result["model"].parameters()])  # (about 6,000,)
+    return {"losses": result["losses"], "processes": result["processes"], "weights": weights.tolist()}
 
 
 if __name__ == "__main__":

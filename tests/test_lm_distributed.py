@@ -47,7 +47,7 @@ def test_two_processes_take_the_steps_of_one_with_the_whole_batch(two_processes,
     assert first["processes"] == 2
     assert first == second  # every process has the same losses and the same weights
     assert first["losses"] == pytest.approx(one["losses"], rel=1e-5)  # only the order of sums differs
-    assert first["weights"] == pytest.approx(one["weights"], rel=1e-6)
+    assert max(abs(a - b) for a, b in zip(first["weights"], one["weights"])) < 1e-5
 
 
 def test_an_accelerator_on_one_process_changes_no_number():
