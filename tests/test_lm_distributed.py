@@ -108,7 +108,7 @@ def test_lab_commands_take_a_device_and_record_a_model(capsys, monkeypatch):
     monkeypatch.setenv("CFCOURSE_DEVICE", "")  # restored after the test
     seen = {}
 
-    def record(**kwargs):
+    def record(*settings, **kwargs):
         seen.update(kwargs)
         return {"summary": {"long": {}}, "chosen_at_step": 4, "best_lr": 1e-3, "sweep_source": "this run",
                 "seconds": 1.0}
