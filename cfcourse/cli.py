@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -152,6 +153,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                         help="take the learning-rate sweep from this earlier record instead of running it again, "
                              "if it was made with the same settings and versions and its seed 0 reached the same "
                              "medical model (checked; else the sweep runs)")
+    record.add_argument("--model", metavar="MODEL", default=None,
+                        help="the pretrained model stage 1 starts from: a model folder or a hub id in the local cache "
+                             "(default: the course's smollm2-135m-instruct); needs --out, so that the record the "
+                             "lessons show stays the course model's")
+    record.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                        help="where to run the models (default auto: CFCOURSE_DEVICE, else cuda, mps, cpu)")
     record.add_argument("--table", action="store_true",
                         help="run nothing: print the headline of the record the lessons show (yours, else the "
                              "course's) as a Markdown table")
@@ -163,6 +170,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     sweep.add_argument("--plot", metavar="FILE.png", default=None, help="save the trade-off figure")
     sweep.add_argument("--only", nargs="+", metavar="FAMILY", default=None,
                        help=f"run only these families of the grid: {', '.join(SWEEP_FAMILIES)}")
+    sweep.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                       help="where to run the models (default auto: CFCOURSE_DEVICE, else cuda, mps, cpu)")
     sweep.add_argument("--json", action="store_true",
                        help="print the points as one JSON object on stdout (the progress lines go to stderr)")
     for subparser in sub.choices.values():
@@ -341,8 +350,25 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _lab_device(device: str) -> None:
+    """--device of the lab commands: where every model they load goes, as CFCOURSE_DEVICE says (config.device)."""
+    if device == "auto":
+        return
+    from .lm.report import available_devices
+
+    if device not in available_devices():
+        raise UsageError(f"--device {device} is not available on this machine; available: "
+                         f"{', '.join(available_devices())}")
+    os.environ["CFCOURSE_DEVICE"] = device
+
+
 def cmd_lm_record(args) -> int:
     from .lm import lab
+
+    if args.model is not None and args.out is None and not args.table:
+        raise UsageError("--model needs --out FILE.json: the record in the cache is the one the lessons show beside "
+                         "their own run of the course's model")
+    _lab_device(args.device)
 
     if args.table:
         rec = lab.load_record()
@@ -361,7 +387,7 @@ def cmd_lm_record(args) -> int:
           "measurements)", file=sys.stderr)
     lab.use_threads()
     with contextlib.redirect_stdout(sys.stderr):  # progress
-        rec = lab.record(lab.settings(), out=args.out, sweep_from=args.sweep_from)
+        rec = lab.record(lab.settings(), out=args.out, sweep_from=args.sweep_from, pretrained=args.model)
     for at, summary in ((f"{s.legal.steps} steps", rec["summary"]), (f"{s.long_steps} steps", rec["summary"]["long"])):
         print(f"stage 2 after {at}:")
         for k, v in summary.items():
@@ -377,6 +403,7 @@ def cmd_lm_sweep(args) -> int:
     from .lm import lab
     from .lm.model import ModelError
 
+    _lab_device(args.device)
     grid = lab.sweep_grid(lab.settings())
     families = {kind.replace(" ", "-").lower(): kind for kind, _ in grid}
     if args.only:

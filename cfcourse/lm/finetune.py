@@ -13,6 +13,9 @@ lora_rank and lora_targets, and the learning rate; they combine freely. The
 config builds them as strategies of cfcourse.strategies (`FinetuneConfig.strategies`),
 the same objects and hooks the MNIST runner uses, and `finetune` runs any list of
 them: the config's, or one of your own.
+
+Started by `accelerate launch` on several processes (CPUs or GPUs), `finetune` trains data-parallel with the
+same numbers of blocks, steps and cures: distributed.py says how.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from ..models import model_device
 from ..strategies import Strategy, compose
 from ..strategies.regularization import EWC, L2
 from ..strategies.rehearsal import MixedReplay, replay_schedule
-from . import cures
+from . import cures, distributed
 from .measures import lm_loss
 from .model import decoder_layers
 from .tasks import TextTask
@@ -164,7 +167,7 @@ def _schedule(cfg: FinetuneConfig, schedule) -> list[int]:
 
 
 def finetune(model, train_blocks: torch.Tensor, cfg: FinetuneConfig | None = None, old_blocks=None,
-             on_step=None, schedule=None, strategies=None) -> dict:
+             on_step=None, schedule=None, strategies=None, accelerator=None) -> dict:
     """Train `model` on random batches of `train_blocks` (n_blocks, block_len), with the cures `cfg` switches on
     (or your own `strategies`, a list of cfcourse strategies, with no cures in `cfg`).
 
@@ -176,6 +179,11 @@ def finetune(model, train_blocks: torch.Tensor, cfg: FinetuneConfig | None = Non
     adapters are merged into its weights at the end (with `cfg.merge_lora` False, "model" is peft's model,
     whose adapter `with model.disable_adapter():` switches off). Returns the losses, the seconds and the
     config, and under "model" the trained model.
+
+    `accelerator` (an `accelerate.Accelerator`) trains data-parallel on its processes: each takes its share of
+    every global batch of `cfg.batch_size` blocks (see distributed.py); by default one is made when the process
+    was started with others (`accelerate launch --multi_gpu --num_processes N`). Then every process returns the
+    same losses and weights, and `on_step` runs on the main process only.
     """
     cfg = cfg or FinetuneConfig()
     _check_blocks(cfg, train_blocks, old_blocks)
@@ -185,6 +193,9 @@ def finetune(model, train_blocks: torch.Tensor, cfg: FinetuneConfig | None = Non
         raise ValueError("give the cures either as fields of cfg or as strategies, not both")
     n_old = 0 if old_blocks is None else old_blocks.shape[0]
     strategy = compose(cfg.strategies(n_old, gen, counts) if strategies is None else strategies)
+    acc = distributed.choose(accelerator, cfg.batch_size)  # None on one process started alone
+    if acc is not None:
+        model.to(acc.device)
     freeze_all_but_top(model, cfg.trainable_layers)
     trained = strategy.setup(model)  # LoRA wraps the model here
     strategy.after_task(trained, TextTask("old domain", old_blocks, cfg.chunk_size))  # what it knew before
@@ -193,37 +204,54 @@ def finetune(model, train_blocks: torch.Tensor, cfg: FinetuneConfig | None = Non
     if cfg.gradient_checkpointing:
         _checkpointing(model, True)
     opt = adafactor([p for p in trained.parameters() if p.requires_grad], cfg.lr)
+    dp = None if acc is None else distributed.DataParallel(acc, trained, opt, cfg.chunk_size)
+    if dp is not None:
+        opt = dp.optimizer
+        distributed.broadcast_state(strategy, acc.device)  # the same anchors, Fisher and memory everywhere
+    main = acc is None or acc.is_main_process
     losses, start = [], time.perf_counter()
     trained.train()
     try:
-        for step in tqdm(range(cfg.steps), desc="fine-tuning", unit="step", leave=False):
-            losses.append(_step(trained, strategy, opt, train_blocks, step, cfg, gen))
-            if on_step is not None:
+        steps = range(cfg.steps)
+        for step in tqdm(steps, desc="fine-tuning", unit="step", leave=False) if main else steps:
+            losses.append(_step(trained, strategy, opt, train_blocks, step, cfg, gen, dp))
+            if on_step is not None and main:
                 trained.eval()
                 on_step(step, losses[-1], trained)
                 trained.train()
     finally:
+        if dp is not None:
+            dp.close()
         trained.eval()
         if cfg.gradient_checkpointing:
             _checkpointing(model, False)
         model = strategy.teardown(trained)
         model.requires_grad_(False)
     return {"losses": losses, "wall_s": time.perf_counter() - start, "config": asdict(cfg), "model": model,
-            "replayed": sum(counts) if cfg.replay_ratio else 0}
+            "replayed": sum(counts) if cfg.replay_ratio else 0, "processes": 1 if acc is None else acc.num_processes}
 
 
 def _step(model, strategy: Strategy, opt, train_blocks: torch.Tensor, step: int, cfg: FinetuneConfig,
-          gen: torch.Generator) -> float:
+          gen: torch.Generator, dp: distributed.DataParallel | None = None) -> float:
     """One step of the strategy protocol on a batch of blocks; returns its mean next-token loss."""
     new_idx = torch.randint(0, train_blocks.shape[0], (strategy.new_samples(step, cfg.batch_size),), generator=gen)
     batch, _, _ = strategy.transform_batch(train_blocks[new_idx], None, None)  # replay appends old blocks
-    total, count = lm_loss(model, batch.to(model_device(model)), chunk_size=cfg.chunk_size)
-    loss = total / count
-    penalty = strategy.penalty(model, batch, None)
-    (loss + penalty if isinstance(penalty, torch.Tensor) else loss).backward()
+    if dp is None:
+        loss = _backward(model, strategy, batch, cfg.chunk_size)
+    else:  # this process's rows; the gradients are averaged over the processes when backward returns
+        loss = dp.backward(batch, lambda rows: strategy.penalty(model, rows, None))
     strategy.add_penalty_grad(model)  # the L2 and EWC pulls, added in place (no autograd copies)
     strategy.before_step(model)
     opt.step()
     opt.zero_grad(set_to_none=True)
     strategy.after_step(model)
+    return loss
+
+
+def _backward(model, strategy: Strategy, batch: torch.Tensor, chunk_size: int) -> float:
+    """Backpropagate the batch's mean next-token loss and the strategies' penalty; returns that mean loss."""
+    total, count = lm_loss(model, batch.to(model_device(model)), chunk_size=chunk_size)
+    loss = total / count
+    penalty = strategy.penalty(model, batch, None)
+    (loss + penalty if isinstance(penalty, torch.Tensor) else loss).backward()
     return loss.item()

@@ -34,9 +34,11 @@ RECORD_VERSION = 3  # 3: the rate chosen after choose_steps, the seeds run on to
 BASELINE_VERSION = 2  # raise when what baseline() measures changes, so an older cached baseline is not read
 
 
-def baseline(model, tokenizer, blocks: dict[str, torch.Tensor], questions: list, verbose: bool = True) -> dict:
-    """The pretrained model's perplexities and question scores, cached per model and text (they never change)."""
-    key = hashlib.sha256(json.dumps([BASELINE_VERSION, model_key(resolve(DEFAULT_MODEL)),
+def baseline(model, tokenizer, blocks: dict[str, torch.Tensor], questions: list, verbose: bool = True,
+             pretrained: str | None = None) -> dict:
+    """The pretrained model's perplexities and question scores, cached per model and text (they never change);
+    `pretrained` names the model (default the course's)."""
+    key = hashlib.sha256(json.dumps([BASELINE_VERSION, model_key(resolve(pretrained)),
                                      {d: b.tolist() for d, b in blocks.items()},
                                      [q.question for q in questions]]).encode()).hexdigest()[:16]
     cache = runs_dir() / f"baseline-{key}.json"
@@ -141,26 +143,29 @@ def choose_lr(tokenizer, start: str, s: LabSettings, blocks: dict[str, torch.Ten
     return points
 
 
-def record(s: LabSettings, out: Path | None = None, verbose: bool = True, sweep_from: Path | None = None) -> dict:
+def record(s: LabSettings, out: Path | None = None, verbose: bool = True, sweep_from: Path | None = None,
+           pretrained: str | None = None) -> dict:
     """The whole story over s.seeds, with stage 2's learning rate chosen on legal validation text: what lesson 08
     shows beside its live run (`python -m cfcourse lm-record`). Writes (after every seed) and returns the record.
 
     `sweep_from`: an earlier record whose learning-rate sweep is taken instead of run again, if it was made with
     the same settings, versions and mode, and its seed 0 reached exactly the medical model this run's seed 0
     trains (else the sweep is run, and the record says so). `s`: the lab's settings (the command line passes
-    this mode's, `settings()`)."""
+    this mode's, `settings()`). `pretrained`: the model stage 1 starts from, a folder or hub id (default the
+    course's)."""
     out = Path(out) if out is not None else runs_dir() / RECORD_FILE.format(mode=config.mode_name())
     t0 = time.perf_counter()
-    model, tokenizer = fresh_model()
+    model, tokenizer = fresh_model(pretrained)
     blocks, questions = held_out(tokenizer, s), medical_questions(s)
-    base = baseline(model, tokenizer, blocks, questions, verbose)
+    base = baseline(model, tokenizer, blocks, questions, verbose, pretrained)
     del model
     rec = _record_header(s, blocks, questions, base)
+    rec["model"] = pretrained or DEFAULT_MODEL
     earlier = _earlier_sweep(rec, sweep_from) if sweep_from is not None else None
     for seed in s.seeds:
         if seed == s.seeds[0] and earlier is not None:
             rec["_earlier"] = earlier
-        rec["seeds"].append(_record_seed(rec, s, seed, blocks, questions, base, verbose))
+        rec["seeds"].append(_record_seed(rec, s, seed, blocks, questions, base, verbose, pretrained))
         rec["summary"] = _record_summary(rec["seeds"])
         rec["seconds"] = time.perf_counter() - t0
         save_json(out, rec)  # a long record can be stopped and still shows what is done
@@ -209,13 +214,13 @@ def _earlier_sweep(rec: dict, path: Path) -> dict | None:
 
 
 def _record_seed(rec: dict, s: LabSettings, seed: int, blocks: dict, questions: list, base: dict,
-                 verbose: bool) -> dict:
+                 verbose: bool, pretrained: str | None = None) -> dict:
     """Both stages of one seed, stage 2 run on to s.long_steps; the first seed also chooses stage 2's learning rate
     (into `rec`): the one with the lowest legal validation perplexity after s.choose_steps steps of the sweep."""
-    model, tokenizer = fresh_model()
+    model, tokenizer = fresh_model(pretrained)
     name = STAGE1 if seed == 0 else f"record-medical-s{seed}"
     run1 = train(model, tokenizer, stage1_config(s, seed), base["ppl"], blocks, name=name, domain=FIRST_DOMAIN,
-                 verbose=verbose)
+                 verbose=verbose, start=pretrained or DEFAULT_MODEL)
     q1 = ask(model, tokenizer, questions)
     if "best_lr" not in rec:
         earlier = rec.pop("_earlier", None)
