@@ -658,7 +658,7 @@ def test_cli_refuses_buffer_size_for_a_strategy_without_memory(capsys):
     with pytest.raises(SystemExit) as info:  # a usage error: exit 2 with the usage line
         main([*RUN, "--strategy", "naive", "--buffer-size", "200"])
     assert info.value.code == 2
-    assert "--buffer-size applies to agem, gem, replay, not to --strategy naive" in capsys.readouterr().err
+    assert "--buffer-size applies to agem, gem, mixed-replay, replay, not to --strategy naive" in capsys.readouterr().err
 
 
 def test_cli_runs_gem(capsys):

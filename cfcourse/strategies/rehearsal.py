@@ -509,6 +509,8 @@ class GEM(_Rehearsal):
         self.projections = 0  # of those, steps whose gradient broke a constraint and was projected
         self._by_task: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # per task: x, y, ids
 
+    transform_batch = Replay.transform_batch  # with replay_ratio > 0 it also replays its memory, as Hsu et al. did
+
     def make_memory(self) -> _Memory:
         return TaskBalancedBuffer(self.buffer_size, self.generator)
 
