@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import importlib.util
 import os
 import re
 import shutil
@@ -32,10 +32,12 @@ MD_LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
 
 
 def _links():
-    """cfcourse/links.py, loaded by its path (standard library only; no torch import)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import links as links_script  # scripts/links.py loads cfcourse/links.py by its path
-    return links_script.links
+    """cfcourse/links.py, loaded by its path (standard library only: no torch import)."""
+    if "cfcourse_links" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("cfcourse_links", ROOT / "cfcourse" / "links.py")
+        sys.modules[spec.name] = module = importlib.util.module_from_spec(spec)  # NamedTuple needs it registered
+        spec.loader.exec_module(module)
+    return sys.modules["cfcourse_links"]
 
 
 def execute(name: str, key: str, run_mode: str, timeout: int | None) -> float:
