@@ -104,7 +104,8 @@ def start_lab(root_dir: Path, home: Path) -> LabServer:
            f"--ServerApp.port={free_port()}", f"--IdentityProvider.token={token}",
            f"--ServerApp.root_dir={root_dir}", f"--LabApp.user_settings_dir={home / 'settings'}",
            f"--LabApp.workspaces_dir={home / 'workspaces'}", "--LabApp.extension_manager=readonly",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--ServerApp.terminals_enabled=False"]
+           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--ServerApp.terminals_enabled=False",
+           "--LabApp.expose_app_in_browser=True"]  # window.jupyterapp: the next lesson opens without a page reload
     if os.geteuid() == 0:
         cmd.append("--allow-root")  # CI containers run as root
     with open(log_path, "wb") as log:

@@ -48,8 +48,10 @@ def lab_server(tmp_path_factory):
 
 
 def browser_page(tmp_path_factory):
-    """A generator fixture body: one headless Chromium page, checked gone after."""
-    yield from chromium_page(sync_playwright_or_skip(), tmp_path_factory.mktemp("chromium"))
+    """A generator fixture body: one headless Chromium page, checked gone after. A smaller window than a desktop's:
+    Chromium draws every output as the lesson runs, on the same two cores as the kernel."""
+    yield from chromium_page(sync_playwright_or_skip(), tmp_path_factory.mktemp("chromium"),
+                             viewport={"width": 1280, "height": 900})
 
 
 def run_lesson_and_widgets(page, lab, lesson: str, tmp_path: Path) -> None:
@@ -82,10 +84,21 @@ def run_lesson_and_widgets(page, lab, lesson: str, tmp_path: Path) -> None:
         print(f"{what} moved from {before!r} to {after!r} and the figure was redrawn")
 
 
+OPEN_IN_APP = """async (path) => {
+  const app = window.jupyterapp;
+  await app.commands.execute('application:close-all');
+  await app.commands.execute('docmanager:open', {path});
+}"""
+
+
 def open_lesson(page, lab, lesson: str) -> None:
-    """Open the lesson alone (?reset: no tab of an earlier lesson comes back) and wait until its kernel is idle."""
-    page.goto(f"{lab.url}lab/tree/{lesson}?reset&token={lab.token}", wait_until="domcontentloaded")
-    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=60_000)
+    """Open the lesson alone and wait until its kernel is idle: the first by its address (?reset: no tab of an
+    earlier session comes back), the next ones in the same JupyterLab (File > Open, after closing the last)."""
+    if page.url.startswith(lab.url) and page.evaluate("() => !!window.jupyterapp"):
+        page.evaluate(OPEN_IN_APP, lesson)
+    else:
+        page.goto(f"{lab.url}lab/tree/{lesson}?reset&token={lab.token}", wait_until="domcontentloaded")
+    page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell", timeout=60_000)
     wait_for_state(page, lambda s: s["idle"], timeout=60, what="kernel idle after opening the lesson")
     tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current").first.inner_text()
     assert lesson in tab, f"the open notebook is {tab!r}, not {lesson}"
@@ -118,7 +131,7 @@ def run_all(page, lab) -> float:
     started = time.monotonic()
     run_all_cells(page)
     remember_family(lab)  # the kernel now exists: teardown checks it exits with the server
-    state = wait_for_state(page, finished, timeout=RUN_TIMEOUT, what="all cells executed", poll=1.0)
+    state = wait_for_state(page, finished, timeout=RUN_TIMEOUT, what="all cells executed")
     seconds = time.monotonic() - started
     print(f"\nall {len(state['prompts'])} code cells ran in the browser in {seconds:.1f} s")
     assert not state["errors"], "a cell shows an error:\n\n" + "\n\n".join(state["errors"])
@@ -206,4 +219,4 @@ def save_and_keep(page, lab, lesson: str, seconds: float) -> None:
     executed = load_executed()
     run_mode = executed.mode()
     executed.store(notebook, lesson, executed.keys(run_mode)[lesson], run_mode, seconds,
-                   by="JupyterLab in Chromium (tests/test_browser.py)")
+                   by="JupyterLab in Chromium (tests/lesson_browser.py)")
