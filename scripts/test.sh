@@ -9,6 +9,7 @@
 # runs alone, building the site without executing any lesson again (CFCOURSE_SITE_NO_EXECUTE=1).
 # Extra arguments go to pytest instead: `bash scripts/test.sh -k metrics`, or `-n 0` for one process.
 set -euo pipefail
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"  # run again inside the namespaces below
 cd "$(dirname "$0")/.."
 if [ "${CFCOURSE_TEST_INSIDE:-0}" != 1 ]; then
     bash scripts/setup.sh test
@@ -19,11 +20,11 @@ if [ "${CFCOURSE_TEST_INSIDE:-0}" != 1 ]; then
     if command -v unshare >/dev/null && unshare --net --mount true 2>/dev/null; then
         echo "running the tests with networking off (a network namespace with loopback only) and a read-only data folder"
         export CFCOURSE_TEST_MOUNTNS=1
-        exec unshare --net --mount sh -c 'ip link set lo up 2>/dev/null || true; exec bash "$@"' sh "$0" "$@"
+        exec unshare --net --mount sh -c 'ip link set lo up 2>/dev/null || true; exec bash "$@"' sh "$self" "$@"
     fi
     if command -v unshare >/dev/null && unshare --net true 2>/dev/null; then
         echo "running the tests with networking off (a network namespace with loopback only)"
-        exec unshare --net sh -c 'ip link set lo up 2>/dev/null || true; exec bash "$@"' sh "$0" "$@"
+        exec unshare --net sh -c 'ip link set lo up 2>/dev/null || true; exec bash "$@"' sh "$self" "$@"
     fi
 fi
 export CFCOURSE_FAST=1 CFCOURSE_OFFLINE=1 TQDM_DISABLE=1 MPLBACKEND=Agg
