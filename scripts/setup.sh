@@ -2,6 +2,7 @@
 # Create .venv in the repository, install cfcourse at the versions in constraints.txt, and cache the data.
 #   bash scripts/setup.sh        what a learner needs: the toolkit and JupyterLab (scripts/lab.sh runs this)
 #   bash scripts/setup.sh test   that and the test tools (scripts/test.sh runs this)
+#   bash scripts/setup.sh site   that and the website's tools (scripts/site.sh runs this; the test tools include them)
 # Safe to run again: it installs only when pyproject.toml, constraints.txt or the choice changed.
 # On Linux without a CUDA GPU it tries PyTorch's CPU-only wheels first (about 0.2 GB to download instead of about
 # 3 GB, and far less disk), and falls back to PyPI's default wheels where their index is out of reach;
@@ -12,7 +13,8 @@ cd "$(dirname "$0")/.."
 case "${1:-lab}" in
     lab) extras="lab" ;;
     test) extras="lab,test" ;;
-    *) echo "usage: bash scripts/setup.sh [lab|test]" >&2; exit 2 ;;
+    site) extras="lab,site" ;;
+    *) echo "usage: bash scripts/setup.sh [lab|test|site]" >&2; exit 2 ;;
 esac
 PYTHON="${PYTHON:-python3}"
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then

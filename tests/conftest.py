@@ -341,3 +341,11 @@ def pytest_terminal_summary(terminalreporter):
 
 # How the tests spread over pytest-xdist workers: see xdist_groups.py.
 from xdist_groups import pytest_collection_modifyitems, pytest_xdist_make_scheduler  # noqa: E402,F401
+
+
+def pytest_configure(config):
+    """site_cache.py keeps the lessons' executions for the website. Its hooks must see the lessons' items, which a
+    conftest in tests/ does not (pytest gives a conftest only the items under its folder), so it is a plugin."""
+    import site_cache
+
+    config.pluginmanager.register(site_cache, "cfcourse-site-cache")
