@@ -8,17 +8,8 @@ from __future__ import annotations
 import pytest
 
 from browser_helpers import LM_CHAIN
-from lesson_browser import browser_page, lab_server, run_lesson_and_widgets
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    yield from lab_server(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    yield from browser_page(tmp_path_factory)
+from lesson_browser import run_lesson_and_widgets
+from test_browser import lab, page  # noqa: F401  (the module's own JupyterLab and Chromium page)
 
 
 @pytest.mark.parametrize("lesson", LM_CHAIN)

@@ -9,13 +9,9 @@ from cfcourse.lm import finetune as ft
 
 @pytest.fixture
 def tiny():
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from lm_parallel_worker import tiny as tiny_llama  # the same tiny random Llama the data-parallel test trains
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=61, hidden_size=16, intermediate_size=32, num_hidden_layers=4,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
-                      tie_word_embeddings=True)
-    return LlamaForCausalLM(cfg)
+    return tiny_llama()
 
 
 def _blocks(n=8, length=16):
